@@ -1,0 +1,54 @@
+"""The one entry point: ``cxr-gateway SUBCOMMAND ...``.
+
+Each area registers its own subcommands (``register(subparsers)`` in its
+``cli`` module), so the parts stay apart and this file only wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from cxr_gateway import __version__
+
+# Modules with a ``register(subparsers)`` function; each adds its subcommands.
+COMMAND_MODULES = (
+    "training.cli",  # train, evaluate, export, predict
+    "dicom_node.cli",  # serve, check-config, echo, status
+)
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cxr-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cxr-gateway {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

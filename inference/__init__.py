@@ -1,0 +1,1 @@
+"""From pixels to scores: normalisation, quality gate, model registry, classifiers, heatmaps."""

@@ -1,0 +1,80 @@
+"""The one preprocessing function shared by training and serving.
+
+A model sees at serve time exactly what it saw in training: the training
+pipeline caches the output of :func:`preprocess_gray` and the serving path
+calls the same function on the grayscale image that
+:mod:`inference.pixels` made from a DICOM or a PNG/JPEG.
+
+The steps remove capture differences that a classifier could otherwise learn
+instead of the disease (see "Known traps" in the data README):
+
+1. crop a fixed margin (film borders, collimator edges, burned-in text sit
+   there far more often than lung);
+2. resize to the model input with area interpolation (size-independent);
+3. percentile window (0.5 %–99.5 %) to [0, 1] (bit-depth and exposure
+   independent; a 10-bit and a 16-bit image of the same content agree);
+4. CLAHE (contrast-limited adaptive histogram equalisation), which evens out
+   the global contrast of film photographs and digital radiographs.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+DEFAULT_INPUT_SIZE = 224
+CROP_MARGIN = 0.06
+WINDOW_PERCENTILES = (0.5, 99.5)
+CLAHE_CLIP_LIMIT = 2.0
+CLAHE_TILES = 8
+
+
+class PreprocessError(ValueError):
+    """The image cannot be turned into a model input (empty, flat, wrong shape)."""
+
+
+def crop_margin(gray: NDArray[np.floating], margin: float = CROP_MARGIN) -> NDArray[np.floating]:
+    """Cut ``margin`` of the height and width away on every side."""
+    h, w = gray.shape
+    dy, dx = int(round(h * margin)), int(round(w * margin))
+    return gray[dy : h - dy, dx : w - dx]
+
+
+def percentile_window(
+    gray: NDArray[np.floating], percentiles: tuple[float, float] = WINDOW_PERCENTILES
+) -> NDArray[np.float32]:
+    """Map the [low, high] percentile range to [0, 1], clipping outside it."""
+    low, high = np.percentile(gray, percentiles)
+    if high - low < 1e-6:
+        raise PreprocessError("image has no contrast (all pixels about equal)")
+    out = (gray.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(out, 0.0, 1.0)
+
+
+def equalise(unit: NDArray[np.float32]) -> NDArray[np.float32]:
+    """CLAHE on the 8-bit version of a [0, 1] image; returns [0, 1] float32."""
+    u8 = np.round(unit * 255.0).astype(np.uint8)
+    clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=(CLAHE_TILES, CLAHE_TILES))
+    return clahe.apply(u8).astype(np.float32) / np.float32(255.0)
+
+
+def preprocess_gray(gray: NDArray[np.generic], size: int = DEFAULT_INPUT_SIZE) -> NDArray[np.float32]:
+    """Turn a 2-D grayscale image (any size, any bit depth, bright = dense) into a model input.
+
+    ``gray`` must already be in presentation space: MONOCHROME2 sense, modality
+    and VOI LUTs applied (see :func:`inference.pixels.dicom_to_gray`).
+    Returns ``(size, size)`` float32 in [0, 1].
+    """
+    if gray.ndim != 2:
+        raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
+    if min(gray.shape) < 32:
+        raise PreprocessError(f"image too small ({gray.shape[1]}x{gray.shape[0]} pixels)")
+    cropped = crop_margin(gray.astype(np.float32, copy=False))
+    small = cv2.resize(cropped, (size, size), interpolation=cv2.INTER_AREA)
+    return equalise(percentile_window(small))
+
+
+def to_model_batch(images: list[NDArray[np.float32]]) -> NDArray[np.float32]:
+    """Stack preprocessed images into the ``(n, size, size, 1)`` model input."""
+    return np.stack(images)[..., np.newaxis].astype(np.float32)

@@ -1,0 +1,77 @@
+"""The model registry: which file, version, input size and threshold each classifier uses.
+
+Each model lives in its own folder under ``models/`` with ``model.tflite`` and
+``model.json`` (written by ``cxr-gateway export``)::
+
+    {"name": "cxr-tb-vs-normal", "task": "tb-vs-normal", "version": "1.0.0",
+     "architecture": "mobilenetv3small", "input_size": 224, "threshold": 0.42,
+     "positive_label": "tb", "negative_label": "normal", "file": "model.tflite"}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_META = "model.json"
+TB_VS_NORMAL = "tb-vs-normal"
+PNEUMONIA_VS_TB = "pneumonia-vs-tb"
+REQUIRED_TASKS = (TB_VS_NORMAL, PNEUMONIA_VS_TB)
+
+
+class ModelError(RuntimeError):
+    """A model folder is missing, incomplete or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the gateway needs to know to run one classifier."""
+
+    name: str
+    task: str
+    version: str
+    architecture: str
+    input_size: int
+    threshold: float
+    positive_label: str
+    negative_label: str
+    path: Path
+
+    @classmethod
+    def load(cls, folder: Path, threshold: float | None = None) -> ModelSpec:
+        """Read ``folder/model.json``; ``threshold`` overrides the stored operating point."""
+        meta_path = folder / MODEL_META
+        if not meta_path.is_file():
+            raise ModelError(f"model folder {folder}: {MODEL_META} not found")
+        try:
+            meta = json.loads(meta_path.read_text())
+            spec = cls(
+                name=str(meta["name"]), task=str(meta["task"]), version=str(meta["version"]),
+                architecture=str(meta["architecture"]), input_size=int(meta["input_size"]),
+                threshold=float(meta["threshold"] if threshold is None else threshold),
+                positive_label=str(meta["positive_label"]),
+                negative_label=str(meta["negative_label"]), path=folder / str(meta["file"]),
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            raise ModelError(f"{meta_path}: invalid or missing field ({err})") from err
+        if not spec.path.is_file():
+            raise ModelError(f"{meta_path}: model file {spec.path} not found")
+        if not 0.0 <= spec.threshold <= 1.0:
+            raise ModelError(f"{meta_path}: threshold {spec.threshold} outside [0, 1]")
+        return spec
+
+
+def default_models_dir() -> Path:
+    """``models/`` of the project checkout (the shipped models)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def load_registry(models_dir: Path, thresholds: dict[str, float] | None = None) -> dict[str, ModelSpec]:
+    """Load both classifiers' specs from ``models_dir/<task>/``."""
+    thresholds = thresholds or {}
+    specs = {task: ModelSpec.load(models_dir / task, thresholds.get(task)) for task in REQUIRED_TASKS}
+    for task, spec in specs.items():
+        if spec.task != task:
+            raise ModelError(f"{models_dir / task}: model.json says task {spec.task!r}, expected {task!r}")
+    return specs

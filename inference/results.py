@@ -1,0 +1,64 @@
+"""What a classification produces: the value objects every later stage consumes.
+
+Workers store these per instance; the SR, Secondary Capture and HL7 builders
+read them. They hold no patient data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class Finding(StrEnum):
+    """The combined impression of both classifiers (rule in :func:`combine`)."""
+
+    TB_SUSPECTED = "tb-suspected"
+    PNEUMONIA_PATTERN = "pneumonia-pattern"
+    NO_TB_FINDING = "no-tb-finding"
+
+
+@dataclass(frozen=True)
+class ClassifierScore:
+    """One classifier's output on one image."""
+
+    classifier: str  # "tb-vs-normal" or "pneumonia-vs-tb"
+    model_name: str
+    model_version: str
+    score: float  # probability of the positive class
+    threshold: float
+    positive_label: str  # "tb" / "pneumonia"
+    negative_label: str  # "normal" / "tb"
+
+    @property
+    def positive(self) -> bool:
+        return self.score >= self.threshold
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Both classifiers' scores for one image, the combined finding and a heatmap."""
+
+    tb_vs_normal: ClassifierScore
+    pneumonia_vs_tb: ClassifierScore
+    finding: Finding
+    heatmap: NDArray[np.float32] | None = None  # (h, w) in [0, 1], model-input geometry
+
+
+def combine(tb_vs_normal: ClassifierScore, pneumonia_vs_tb: ClassifierScore) -> Finding:
+    """The documented rule that turns both scores into one impression.
+
+    * TB-vs-normal below its threshold: no TB finding.
+    * TB-vs-normal at/above its threshold and pneumonia-vs-TB below its
+      threshold (favours TB): TB suspected.
+    * TB-vs-normal at/above its threshold and pneumonia-vs-TB at/above its
+      threshold (favours pneumonia): pneumonia pattern.
+    """
+    if not tb_vs_normal.positive:
+        return Finding.NO_TB_FINDING
+    if pneumonia_vs_tb.positive:
+        return Finding.PNEUMONIA_PATTERN
+    return Finding.TB_SUSPECTED

@@ -1,0 +1,1 @@
+"""Training pipeline: data, augmentation, architectures, training, evaluation, export, model cards."""

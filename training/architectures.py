@@ -1,0 +1,108 @@
+"""Selectable architectures, all with the same contract.
+
+Input: ``(size, size, 1)`` float32 in [0, 1], the output of
+:func:`inference.preprocess.preprocess_gray`. The gray channel is repeated to
+three channels and scaled the way each backbone expects, inside the model, so
+preprocessing never depends on the architecture.
+
+Outputs: ``score`` (sigmoid probability of the positive class) and ``cam``
+(class activation map, Zhou et al. 2016: the per-position logit of the last
+feature map), so heatmaps come from the same forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+from keras import layers
+
+log = logging.getLogger(__name__)
+
+_Scale = Callable[[keras.KerasTensor], keras.KerasTensor]
+
+
+def _scale_255(x: keras.KerasTensor) -> keras.KerasTensor:
+    return layers.Rescaling(255.0)(x)
+
+
+def _scale_caffe(x: keras.KerasTensor) -> keras.KerasTensor:
+    # ResNet50/VGG16 ImageNet weights expect BGR minus the ImageNet mean; gray is the same in B,G,R.
+    return layers.Rescaling(255.0, offset=-116.8)(x)
+
+
+def _scale_tf(x: keras.KerasTensor) -> keras.KerasTensor:
+    return layers.Rescaling(2.0, offset=-1.0)(x)
+
+
+def _scale_torch(x: keras.KerasTensor) -> keras.KerasTensor:
+    return layers.Rescaling(1.0 / 0.226, offset=-0.449 / 0.226)(x)
+
+
+def _backbone(name: str, size: int, weights: str | None) -> tuple[keras.Model, _Scale]:
+    apps = keras.applications
+    shape = (size, size, 3)
+    table: dict[str, tuple[Callable[..., keras.Model], _Scale, dict[str, object]]] = {
+        "mobilenetv3small": (apps.MobileNetV3Small, _scale_255, {"include_preprocessing": True}),
+        "mobilenetv3large": (apps.MobileNetV3Large, _scale_255, {"include_preprocessing": True}),
+        "efficientnetb0": (apps.EfficientNetB0, _scale_255, {}),
+        "resnet50": (apps.ResNet50, _scale_caffe, {}),
+        "vgg16": (apps.VGG16, _scale_caffe, {}),
+        "inceptionv3": (apps.InceptionV3, _scale_tf, {}),
+        "densenet121": (apps.DenseNet121, _scale_torch, {}),
+    }
+    ctor, scale, extra = table[name]
+    model = ctor(include_top=False, weights=weights, input_shape=shape, **extra)
+    return model, scale
+
+
+def _compact(size: int, l2: float) -> keras.Model:
+    """A small VGG-style CNN with batch norm: fast on a CPU, trains from scratch."""
+    reg = keras.regularizers.L2(l2)
+    inp = keras.Input((size, size, 3))
+    x = inp
+    for i, filters in enumerate((24, 48, 96, 160, 256)):
+        strides = 2 if i == 0 else 1
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                          kernel_regularizer=reg)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        if i < 4:
+            x = layers.MaxPooling2D()(x)
+    return keras.Model(inp, x, name="compact")
+
+
+ARCHITECTURES = ("compact", "mobilenetv3small", "mobilenetv3large", "efficientnetb0",
+                 "resnet50", "vgg16", "inceptionv3", "densenet121")
+
+
+def build_model(arch: str, size: int, dropout: float = 0.3, l2: float = 1e-4,
+                weights: Path | None = None) -> tuple[keras.Model, keras.Model]:
+    """Build ``(model, backbone)``; ``weights`` is a local Keras weights file for the backbone."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch: unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    inp = keras.Input((size, size, 1), name="image")
+    rgb = layers.Concatenate(name="gray_to_rgb")([inp, inp, inp])
+    if arch == "compact":
+        if weights is not None:
+            raise ValueError("weights: the compact CNN has no pretrained weights; omit --weights")
+        backbone = _compact(size, l2)
+        features = backbone(rgb)
+    else:
+        backbone, scale = _backbone(arch, size, str(weights) if weights else None)
+        features = backbone(scale(rgb))
+    # A 1x1 convolution before global average pooling equals GAP followed by a dense layer,
+    # and its per-position output is the class activation map itself.
+    dropped = layers.Dropout(dropout)(features)
+    logit_map = layers.Conv2D(1, 1, kernel_regularizer=keras.regularizers.L2(l2),
+                              name="logit_map")(dropped)
+    cam = layers.Reshape(tuple(logit_map.shape[1:3]), name="cam")(logit_map)
+    pooled = layers.GlobalAveragePooling2D()(logit_map)
+    score = layers.Activation("sigmoid", name="score")(pooled)
+    model = keras.Model(inp, {"score": score, "cam": cam}, name=f"cxr_{arch}")
+    return model, backbone

@@ -1,0 +1,153 @@
+"""Train one binary classifier: source-balanced sampling, augmentation, early stopping.
+
+Judged in inference mode on the validation split every epoch (ROC-AUC), keeping
+the best checkpoint; reproducible from ``--seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.metrics import roc_auc_score
+
+from training.architectures import build_model
+from training.augment import AugmentConfig, augment
+from training.data import ImageSet
+from training.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one run (written beside the model)."""
+
+    arch: str = "mobilenetv3small"
+    size: int = 224
+    epochs: int = 20
+    steps_per_epoch: int = 150
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    dropout: float = 0.3
+    l2: float = 1e-4
+    patience: int = 5
+    seed: int = 42
+    balance: str = "source"
+    freeze_epochs: int = 0
+    weights: str | None = None
+
+
+def task_subset(data: ImageSet, task: Task) -> tuple[ImageSet, NDArray[np.float32]]:
+    """Keep the images whose label belongs to ``task``; return them with 0/1 targets."""
+    targets = [task.target(lab) for lab in data.labels]
+    mask = np.array([t is not None for t in targets])
+    y = np.array([t for t in targets if t is not None], dtype=np.float32)
+    return data.subset(mask), y
+
+
+def sampling_weights(y: NDArray[np.float32], sources: list[str], balance: str) -> NDArray[np.float64]:
+    """Per-image sampling probability.
+
+    ``class``: each class drawn half the time. ``source``: in addition, every
+    source within a class equally often, so that no single capture style
+    (e.g. scanned film) stands for a class. ``none``: uniform.
+    """
+    n = len(y)
+    if balance == "none":
+        return np.full(n, 1.0 / n)
+    keys = [(int(t), s if balance == "source" else "") for t, s in zip(y, sources, strict=True)]
+    per_key = Counter(keys)
+    keys_per_class = Counter(k[0] for k in per_key)
+    w = np.array([1.0 / (per_key[k] * keys_per_class[k[0]] * 2) for k in keys])
+    return w / w.sum()
+
+
+class BalancedBatches(keras.utils.PyDataset):
+    """Batches drawn with replacement by :func:`sampling_weights`, augmented on the fly."""
+
+    def __init__(self, images: NDArray[np.uint8], y: NDArray[np.float32], p: NDArray[np.float64],
+                 cfg: TrainConfig, augment_cfg: AugmentConfig) -> None:
+        super().__init__()
+        self.images, self.y, self.p, self.cfg, self.aug = images, y, p, cfg, augment_cfg
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def __len__(self) -> int:
+        return self.cfg.steps_per_epoch
+
+    def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        idx = self.rng.choice(len(self.y), size=self.cfg.batch_size, p=self.p)
+        x = np.stack([augment(self.images[i], self.rng, self.aug) for i in idx])[..., np.newaxis]
+        return x, self.y[idx][:, np.newaxis]
+
+
+class BestByAuc(keras.callbacks.Callback):
+    """Validation ROC-AUC in inference mode each epoch; keep the best model, stop when stale."""
+
+    def __init__(self, full: keras.Model, x_val: NDArray[np.float32], y_val: NDArray[np.float32],
+                 path: Path, patience: int) -> None:
+        super().__init__()
+        self.full = full
+        self.x_val, self.y_val, self.path, self.patience = x_val, y_val, path, patience
+        self.best, self.best_epoch, self.history = -1.0, -1, []  # type: ignore[var-annotated]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        scores = self.full.predict(self.x_val, batch_size=64, verbose=0)["score"][:, 0]
+        auc = float(roc_auc_score(self.y_val, scores)) if len(set(self.y_val)) > 1 else float("nan")
+        spread = float(np.std(scores))
+        entry = {"epoch": epoch + 1, "val_auc": auc, "val_score_std": spread, **(logs or {})}
+        self.history.append({k: float(v) for k, v in entry.items()})
+        log.info("epoch %d: loss %.4f val_auc %.4f (score spread %.3f)", epoch + 1,
+                 (logs or {}).get("loss", math.nan), auc, spread)
+        if auc > self.best + 1e-4:
+            self.best, self.best_epoch = auc, epoch + 1
+            self.full.save(self.path)
+        elif epoch + 1 - self.best_epoch >= self.patience:
+            log.info("early stop: no val_auc gain for %d epochs", self.patience)
+            self.model.stop_training = True
+
+
+def _compile(model: keras.Model, lr: float) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.BinaryCrossentropy(),
+                  metrics=[keras.metrics.AUC(name="auc")])
+
+
+def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
+          out_dir: Path) -> tuple[keras.Model, list[dict[str, float]]]:
+    """Train on ``train_set``, select on ``val_set``; writes ``model.keras`` and ``history.json``."""
+    keras.utils.set_random_seed(cfg.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tr, y_tr = task_subset(train_set, task)
+    va, y_va = task_subset(val_set, task)
+    if len(set(y_tr)) < 2 or len(set(y_va)) < 2:
+        raise ValueError(f"task {task.name}: train and val need both classes")
+    p = sampling_weights(y_tr, tr.sources, cfg.balance)
+    batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig())
+    x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
+    model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
+                                  Path(cfg.weights) if cfg.weights else None)
+    scorer = keras.Model(model.input, model.output["score"])  # shares weights with ``model``
+    best = BestByAuc(model, x_va, y_va, out_dir / "model.keras", cfg.patience)
+    started = time.time()
+    if cfg.weights and cfg.freeze_epochs > 0:
+        backbone.trainable = False
+        _compile(scorer, cfg.learning_rate)
+        scorer.fit(batches, epochs=cfg.freeze_epochs, callbacks=[best], verbose=2)
+        backbone.trainable = True
+    _compile(scorer, cfg.learning_rate / (10 if cfg.weights else 1))
+    scorer.fit(batches, initial_epoch=len(best.history), epochs=cfg.epochs, callbacks=[best],
+              verbose=2)
+    log.info("best val_auc %.4f at epoch %d; %.0f s", best.best, best.best_epoch,
+             time.time() - started)
+    (out_dir / "history.json").write_text(json.dumps(
+        {"config": asdict(cfg), "task": task.name, "best_epoch": best.best_epoch,
+         "epochs": best.history}, indent=2))
+    return keras.saving.load_model(out_dir / "model.keras"), best.history
