@@ -16,7 +16,8 @@ from cxr_gateway import __version__
 
 # Modules with a ``register(subparsers)`` function; each adds its subcommands.
 COMMAND_MODULES = (
-    "training.cli",  # train, evaluate, export, predict
+    "training.cli",  # train, evaluate, export
+    "inference.cli",  # predict
     "dicom_node.cli",  # serve, check-config, echo, status
 )
 

@@ -62,3 +62,22 @@ def combine(tb_vs_normal: ClassifierScore, pneumonia_vs_tb: ClassifierScore) -> 
     if pneumonia_vs_tb.positive:
         return Finding.PNEUMONIA_PATTERN
     return Finding.TB_SUSPECTED
+
+
+def score_to_dict(s: ClassifierScore) -> dict[str, object]:
+    """JSON-ready form of one classifier's output."""
+    return {
+        "model": s.model_name, "version": s.model_version, "score": round(s.score, 6),
+        "threshold": round(s.threshold, 6),
+        "finding": s.positive_label if s.positive else s.negative_label,
+        "positive_label": s.positive_label, "negative_label": s.negative_label,
+    }
+
+
+def prediction_to_dict(p: Prediction) -> dict[str, object]:
+    """JSON-ready form of a prediction (without the heatmap array)."""
+    return {
+        "finding": p.finding.value,
+        "tb_vs_normal": score_to_dict(p.tb_vs_normal),
+        "pneumonia_vs_tb": score_to_dict(p.pneumonia_vs_tb),
+    }

@@ -105,4 +105,18 @@ def build_model(arch: str, size: int, dropout: float = 0.3, l2: float = 1e-4,
     pooled = layers.GlobalAveragePooling2D()(logit_map)
     score = layers.Activation("sigmoid", name="score")(pooled)
     model = keras.Model(inp, {"score": score, "cam": cam}, name=f"cxr_{arch}")
+    if weights is None:
+        _settle_batch_norm(model)
     return model, backbone
+
+
+def _settle_batch_norm(model: keras.Model, momentum: float = 0.9) -> None:
+    """Let batch-norm moving statistics follow training quickly when starting from scratch.
+
+    Keras' MobileNetV3 uses momentum 0.999: after a few hundred steps its
+    moving statistics are still near their initial values and the model gives
+    a constant output in inference mode while training metrics look good.
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = momentum

@@ -1,0 +1,73 @@
+"""Subcommand ``predict``: both classifiers on PNG, JPEG or DICOM files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from inference.engine import InferenceEngine
+from inference.pixels import PixelError, dicom_to_gray, file_to_gray, load_dicom
+from inference.preprocess import PreprocessError
+from inference.quality import check_quality
+from inference.registry import ModelError, default_models_dir
+from inference.results import Prediction, prediction_to_dict
+
+log = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ""}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("predict", help="classify PNG, JPEG or DICOM files with both classifiers")
+    p.add_argument("files", type=Path, nargs="+")
+    p.add_argument("--models", type=Path, help="models folder (default: the shipped models/)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per file")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _is_dicom(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(132)
+    return head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES
+
+
+def predict_file(engine: InferenceEngine, path: Path) -> Prediction:
+    """Classify one file; DICOM goes through the quality gate first."""
+    if _is_dicom(path):
+        ds = load_dicom(path)
+        verdict = check_quality(ds)
+        if not verdict.ok:
+            raise PixelError(verdict.reason)
+        gray = dicom_to_gray(ds)
+    else:
+        gray = file_to_gray(path)
+    return engine.predict_gray(gray, heatmap=False)
+
+
+def _describe(path: Path, p: Prediction) -> str:
+    tb, pn = p.tb_vs_normal, p.pneumonia_vs_tb
+    return (f"{path}: {p.finding.value}\n"
+            f"  TB vs normal     {tb.score:.3f} (threshold {tb.threshold:.3f}, {tb.model_name} {tb.model_version})\n"
+            f"  pneumonia vs TB  {pn.score:.3f} (threshold {pn.threshold:.3f}, {pn.model_name} {pn.model_version})")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    try:
+        engine = InferenceEngine.from_models_dir(args.models or default_models_dir())
+    except ModelError as err:
+        print(f"error: {err}")
+        return 2
+    failures = 0
+    for path in args.files:
+        try:
+            pred = predict_file(engine, path)
+        except (OSError, PixelError, PreprocessError) as err:
+            failures += 1
+            out = {"file": str(path), "error": str(err)}
+            print(json.dumps(out) if args.json else f"{path}: not classified: {err}")
+            continue
+        print(json.dumps({"file": str(path), **prediction_to_dict(pred)}) if args.json
+              else _describe(path, pred))
+    return 1 if failures else 0

@@ -1,0 +1,108 @@
+"""Model cards: ``model.json`` (what the registry reads) and ``card.md`` (what people read)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.evaluate import metrics_table
+
+DISCLAIMER = ("Decision support for trained readers, not a diagnosis. Not a medical device "
+              "cleared for clinical use.")
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    """Everything a model card states besides the metrics report."""
+
+    name: str
+    task: str
+    version: str
+    architecture: str
+    input_size: int
+    threshold: float
+    threshold_rule: str
+    positive_label: str
+    negative_label: str
+    data_root: str
+    data_hash: str
+    split: str
+    command: str
+    train_counts: str
+    config: dict[str, object]
+    parity: list[dict[str, object]]
+    tflite_variant: str
+
+
+def write_model_json(info: CardInfo, out_dir: Path) -> Path:
+    """The registry entry read by :class:`inference.registry.ModelSpec`."""
+    meta = {
+        "name": info.name, "task": info.task, "version": info.version,
+        "architecture": info.architecture, "input_size": info.input_size,
+        "threshold": round(info.threshold, 6), "threshold_rule": info.threshold_rule,
+        "positive_label": info.positive_label, "negative_label": info.negative_label,
+        "file": "model.tflite", "tflite_variant": info.tflite_variant, "data_hash": info.data_hash,
+    }
+    path = out_dir / "model.json"
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def _sets_section(report: dict[str, object]) -> str:
+    sets: dict[str, dict[str, dict[str, object]]] = report["sets"]  # type: ignore[assignment]
+    parts = []
+    for name, res in sets.items():
+        rows = {"overall": res["overall"], **res["per_source"]}  # type: ignore[dict-item]
+        parts.append(f"### {name}\n\n{metrics_table(rows)}")  # type: ignore[arg-type]
+    return "\n".join(parts)
+
+
+def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
+               notes: str = "") -> Path:
+    """Write ``card.md``: data, split, command, architecture, threshold, metrics, limitations."""
+    parity = "\n".join(
+        f"- {p['variant']}: max |TFLite − Keras| {p['max_abs_diff']:.5f}, "
+        f"AUC Keras {p['keras_auc']:.4f} vs TFLite {p['tflite_auc']:.4f} on {p['n']} val images"
+        for p in info.parity
+    )
+    text = f"""# Model card: {info.name} {info.version}
+
+{DISCLAIMER}
+
+| | |
+|---|---|
+| task | {info.task}: positive `{info.positive_label}`, negative `{info.negative_label}` |
+| architecture | {info.architecture}, input {info.input_size}×{info.input_size}×1, trained from scratch |
+| shipped file | `model.tflite` ({info.tflite_variant}) |
+| operating threshold | {info.threshold:.4f} — {info.threshold_rule} |
+| data | `{info.data_root}` (labels.csv hash `{info.data_hash[:16]}…`) |
+| split | {info.split} |
+| training images | {info.train_counts} |
+| command | `{info.command}` |
+
+Preprocessing (shared by training and serving, `inference/preprocess.py`): 6% margin crop,
+area resize, 0.5–99.5 percentile window, CLAHE.
+
+## Metrics
+
+Per-source rows compare that source's images with every image of the other
+class in the same set. `recall` is the sensitivity at the shipped threshold.
+
+{_sets_section(report)}
+
+## Export parity
+
+{parity}
+
+## Training configuration
+
+```json
+{json.dumps(info.config, indent=2)}
+```
+
+{notes}
+"""
+    path = out_dir / "card.md"
+    path.write_text(text)
+    return path

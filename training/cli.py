@@ -1,0 +1,96 @@
+"""Subcommands ``train``, ``evaluate`` and ``export`` (``predict`` lives in :mod:`inference.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from training.architectures import ARCHITECTURES
+from training.tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    _register_train(sub)
+    _register_evaluate(sub)
+    _register_export(sub)
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train", help="train one classifier, evaluate it, export it, write its card")
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder with labels.csv (path,label,source[,split]) or one folder per class")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.add_argument("--negatives", help="negative labels, e.g. normal,pneumonia (default: the task's)")
+    p.add_argument("--external", type=Path, help="labelled set from other hospitals, evaluation only")
+    p.add_argument("--arch", choices=ARCHITECTURES, default="mobilenetv3small")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--steps-per-epoch", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--l2", type=float, default=1e-4)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--balance", choices=("source", "class", "none"), default="source")
+    p.add_argument("--weights", help="local pretrained backbone weights file (ImageNet or CXR)")
+    p.add_argument("--freeze-epochs", type=int, default=3,
+                   help="with --weights: epochs with the backbone frozen before fine-tuning")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--cache", type=Path, default=Path(".cache/data"),
+                   help="preprocessed-image cache folder ('' to disable)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.pipeline import PipelineArgs, run
+    from training.train import TrainConfig
+
+    cfg = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs,
+                      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                      learning_rate=args.lr, dropout=args.dropout, l2=args.l2,
+                      patience=args.patience, seed=args.seed, balance=args.balance,
+                      freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights)
+    run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
+                     args.cache if str(args.cache) else None, cfg))
+    print(f"model folder written: {args.out}")
+    return 0
+
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("evaluate", help="evaluate a model folder (its TFLite file) on a labelled set")
+    p.add_argument("--model", type=Path, required=True, help="model folder with model.json")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test", help="train, val, test or all")
+    p.add_argument("--out", type=Path, required=True, help="folder for report and plots")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.model_folder import evaluate_folder
+
+    report = evaluate_folder(args.model, args.data, args.split, args.out)
+    overall = report["sets"][args.split]["overall"]  # type: ignore[index]
+    print(json.dumps({k: overall[k] for k in ("n", "roc_auc", "recall", "specificity")}, default=float))
+    return 0
+
+
+def _register_export(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("export", help="export a Keras model to TFLite with a parity check")
+    p.add_argument("--model", type=Path, required=True, help="model folder with model.keras")
+    p.add_argument("--data", type=Path, required=True, help="data set whose val split checks parity")
+    p.add_argument("--no-int8", action="store_true", help="ship float32 even if int8 keeps AUC")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from training.model_folder import export_folder
+
+    variant = export_folder(args.model, args.data, not args.no_int8)
+    print(f"wrote {args.model / 'model.tflite'} ({variant})")
+    return 0

@@ -1,0 +1,123 @@
+"""The ``train`` command end to end: data → training → threshold → evaluation → export → card.
+
+The output folder is a complete model folder: ``model.tflite``, ``model.keras``,
+``model.json``, ``card.md``, ``report.json``/``report.md``, plots, ``history.json``
+and ``train.log``. Copy it to ``models/<task>/`` to ship it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from numpy.typing import NDArray
+
+from training.card import CardInfo, write_card, write_model_json
+from training.data import ImageSet, Record, dataset_hash, describe, load_images, load_split_cached, read_records
+from training.evaluate import SetResult, as_model_input, score_set, write_report
+from training.export import ParityReport, export_model
+from training.metrics import threshold_for_sensitivity
+from training.plots import plot_history
+from training.tasks import TASKS, Task, task_with_negatives
+from training.train import TrainConfig, task_subset, train
+
+log = logging.getLogger(__name__)
+
+# Per task: which error the operating point bounds, and the target, on the validation split.
+# TB vs normal (positive TB): keep sensitivity >= 0.95, a triage tool must not miss TB.
+# Pneumonia vs TB (positive pneumonia): keep >= 0.95 of TB images below the threshold
+# (specificity), so that a TB case is rarely re-labelled as a pneumonia pattern.
+THRESHOLD_RULES = {"tb-vs-normal": ("sensitivity", 0.95), "pneumonia-vs-tb": ("specificity", 0.95)}
+
+
+@dataclass(frozen=True)
+class PipelineArgs:
+    """Inputs of one training run (from the command line)."""
+
+    task: str
+    data: Path
+    out: Path
+    negatives: str | None
+    external: Path | None
+    version: str
+    cache: Path | None
+    config: TrainConfig
+
+
+def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32]) -> tuple[float, str]:
+    """Operating threshold on validation scores by the task's documented rule."""
+    kind, target = THRESHOLD_RULES[task]
+    if kind == "sensitivity":
+        thr = threshold_for_sensitivity(y, s, target)
+        return thr, f"highest threshold with validation sensitivity >= {target:.2f}"
+    # specificity of the positive class = sensitivity of the negative class on inverted scores
+    thr = 1.0 - threshold_for_sensitivity(1 - y, 1.0 - s, target)
+    return float(np.nextafter(thr, 1.0)), f"lowest threshold with validation specificity >= {target:.2f}"
+
+
+def keras_scorer(model: keras.Model):  # type: ignore[no-untyped-def]
+    def score(x: NDArray[np.float32]) -> NDArray[np.float32]:
+        return model.predict(x, batch_size=64, verbose=0)["score"][:, 0]
+    return score
+
+
+def _evaluate(model: keras.Model, eval_task: Task, threshold: float,
+              sets: dict[str, ImageSet]) -> list[SetResult]:
+    scorer = keras_scorer(model)
+    return [score_set(name, data, eval_task, scorer, threshold) for name, data in sets.items()]
+
+
+def run(args: PipelineArgs) -> dict[str, object]:
+    """Train, choose the threshold, evaluate, export and write the card; return the report."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    _log_to_file(args.out / "train.log")
+    task = task_with_negatives(args.task, args.negatives)
+    records = read_records(args.data, seed=args.config.seed)
+    splits = {s: load_split_cached(records, s, args.config.size, args.cache) for s in ("train", "val", "test")}
+    log.info("data %s: train %s", args.data, describe(splits["train"]))
+    model, history = train(splits["train"], splits["val"], task, args.config, args.out)
+    plot_history(history, args.out / "training-curves.png")
+    eval_task = TASKS[args.task]
+    val, y_val = task_subset(splits["val"], eval_task)
+    val_scores = keras_scorer(model)(as_model_input(val.images))
+    threshold, rule = choose_threshold(args.task, y_val, val_scores)
+    log.info("threshold %.4f (%s)", threshold, rule)
+    sets = dict(splits)
+    del sets["train"]
+    if args.external is not None:
+        sets["external-dev"] = load_images(read_records(args.external), args.config.size)
+    report = write_report(_evaluate(model, eval_task, threshold, sets), eval_task, threshold, args.out)
+    variant, parity = export_model(model, as_model_input(val.images), y_val, args.out)
+    info = _card_info(args, task, threshold, rule, records, splits["train"], parity, variant)
+    write_model_json(info, args.out)
+    write_card(info, report, args.out)
+    return report
+
+
+def _card_info(args: PipelineArgs, task: Task, threshold: float, rule: str, records: list[Record],
+               train_set: ImageSet, parity: list[ParityReport], variant: str) -> CardInfo:
+    eval_task = TASKS[args.task]
+    return CardInfo(
+        name=f"cxr-{args.task}", task=args.task, version=args.version,
+        architecture=args.config.arch, input_size=args.config.size, threshold=threshold,
+        threshold_rule=rule, positive_label="/".join(sorted(eval_task.positive)),
+        negative_label="/".join(sorted(eval_task.negative)), data_root=str(args.data),
+        data_hash=dataset_hash(records),
+        split="the data set's own train/val/test split (stratified by label and source when absent); "
+              "trained on train, threshold on val, metrics on val/test and external-dev",
+        command="cxr-gateway " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        train_counts=describe(task_subset(train_set, task)[0]),
+        config=asdict(args.config) | {"train_negatives": sorted(task.negative)},
+        parity=[asdict(p) for p in parity], tflite_variant=variant,
+    )
+
+
+def _log_to_file(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
