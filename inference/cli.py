@@ -7,12 +7,12 @@ import json
 import logging
 from pathlib import Path
 
-from inference.engine import InferenceEngine
-from inference.pixels import PixelError, dicom_to_gray, file_to_gray, load_dicom
-from inference.preprocess import PreprocessError
-from inference.quality import check_quality
-from inference.registry import ModelError, default_models_dir
+from typing import TYPE_CHECKING
+
 from inference.results import Prediction, prediction_to_dict
+
+if TYPE_CHECKING:
+    from inference.engine import InferenceEngine
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ def _is_dicom(path: Path) -> bool:
 
 def predict_file(engine: InferenceEngine, path: Path) -> Prediction:
     """Classify one file; DICOM goes through the quality gate first."""
+    from inference.pixels import PixelError, dicom_to_gray, file_to_gray, load_dicom
+    from inference.quality import check_quality
+
     if _is_dicom(path):
         ds = load_dicom(path)
         verdict = check_quality(ds)
@@ -54,6 +57,11 @@ def _describe(path: Path, p: Prediction) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from inference.engine import InferenceEngine
+    from inference.pixels import PixelError
+    from inference.preprocess import PreprocessError
+    from inference.registry import ModelError, default_models_dir
+
     try:
         engine = InferenceEngine.from_models_dir(args.models or default_models_dir())
     except ModelError as err:

@@ -1,0 +1,50 @@
+"""Metrics against values worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.metrics import (
+    binary_metrics,
+    per_source_metrics,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+    threshold_for_sensitivity,
+)
+
+Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+S = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+
+
+def test_binary_metrics_known_values() -> None:
+    m = binary_metrics(Y, S, 0.5)
+    assert m.confusion == ((3, 1), (1, 3))
+    assert m.accuracy == pytest.approx(0.75)
+    assert m.precision == pytest.approx(0.75)
+    assert m.recall == pytest.approx(0.75)
+    assert m.specificity == pytest.approx(0.75)
+    assert m.f1 == pytest.approx(0.75)
+    # 15 of the 16 positive/negative pairs are ordered correctly
+    assert m.roc_auc == pytest.approx(15 / 16)
+
+
+def test_operating_points() -> None:
+    assert sensitivity_at_specificity(Y, S, 0.75) == pytest.approx(1.0)
+    assert sensitivity_at_specificity(Y, S, 1.0) == pytest.approx(0.75)
+    assert specificity_at_sensitivity(Y, S, 1.0) == pytest.approx(0.75)
+
+
+def test_threshold_for_sensitivity() -> None:
+    thr = threshold_for_sensitivity(Y, S, 0.75)
+    assert thr == pytest.approx(0.7)
+    assert np.mean(S[Y == 1] >= thr) >= 0.75
+    assert np.mean(S[Y == 1] >= threshold_for_sensitivity(Y, S, 1.0)) == 1.0
+
+
+def test_per_source_compares_each_source_with_other_class() -> None:
+    sources = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    res = per_source_metrics(Y, S, sources, 0.5)
+    assert set(res) == {"a", "b", "c", "d"}
+    assert res["c"]["n"] == 6  # two positives of c against the four negatives
+    assert res["a"]["roc_auc"] == pytest.approx(1.0)

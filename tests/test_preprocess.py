@@ -1,0 +1,48 @@
+"""The shared preprocessing: deterministic, size- and bit-depth independent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.preprocess import PreprocessError, crop_margin, percentile_window, preprocess_gray
+from tests.synthetic_cxr import phantom
+
+
+def test_output_shape_range_and_determinism() -> None:
+    img = phantom(np.random.default_rng(1), "tb", 300)
+    a = preprocess_gray(img, 224)
+    b = preprocess_gray(img.copy(), 224)
+    assert a.shape == (224, 224) and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bit_depth_independent() -> None:
+    img8 = phantom(np.random.default_rng(2), "normal", 256).astype(np.float64)
+    img12 = np.round(img8 * 4095 / 255).astype(np.uint16)
+    img16 = np.round(img8 * 65535 / 255).astype(np.uint16)
+    ref = preprocess_gray(img8.astype(np.uint8), 128)
+    for other in (img12, img16):
+        assert np.abs(preprocess_gray(other, 128) - ref).mean() < 0.01
+
+
+def test_size_independent() -> None:
+    import cv2
+
+    small = phantom(np.random.default_rng(3), "tb", 256)
+    big = cv2.resize(small, (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(preprocess_gray(big, 128) - preprocess_gray(small, 128)).mean() < 0.03
+
+
+def test_crop_margin_and_window() -> None:
+    x = np.arange(100 * 100, dtype=np.float32).reshape(100, 100)
+    assert crop_margin(x, 0.1).shape == (80, 80)
+    w = percentile_window(x)
+    assert w.min() == 0.0 and w.max() == 1.0
+
+
+@pytest.mark.parametrize("bad", [np.zeros((64, 64)), np.zeros((10, 10)), np.zeros((4, 4, 3))])
+def test_rejects_flat_tiny_or_colour(bad: np.ndarray) -> None:
+    with pytest.raises(PreprocessError):
+        preprocess_gray(bad, 64)

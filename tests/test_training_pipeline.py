@@ -1,0 +1,108 @@
+"""A tiny training run end to end on a synthetic set: model, card, plots, report, TFLite parity."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr_gateway.cli import main
+from tests.synthetic_cxr import phantom, write_dataset
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--arch", "compact", "--size", "64", "--epochs", "2", "--steps-per-epoch", "3",
+        "--batch-size", "8", "--patience", "2", "--cache", ""]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train both classifiers on a synthetic set; return the models folder."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = write_dataset(root / "data", labels=("tb", "normal", "pneumonia"))
+    models = root / "models"
+    for task in ("tb-vs-normal", "pneumonia-vs-tb"):
+        assert main(["train", "--task", task, "--data", str(data), "--out",
+                     str(models / task), *TINY]) == 0
+    return models
+
+
+def test_train_writes_complete_model_folder(tiny_models: Path) -> None:
+    folder = tiny_models / "tb-vs-normal"
+    for name in ("model.tflite", "model.keras", "model.json", "card.md", "report.json", "report.md",
+                 "roc.png", "pr.png", "confusion-test.png", "training-curves.png", "history.json",
+                 "train.log"):
+        assert (folder / name).is_file(), name
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["task"] == "tb-vs-normal" and 0.0 <= meta["threshold"] <= 1.0
+    report = json.loads((folder / "report.json").read_text())
+    assert set(report["sets"]) == {"val", "test"}
+    assert "synthetic-tb" in report["sets"]["test"]["per_source"]
+    card = (folder / "card.md").read_text()
+    assert "operating threshold" in card and "tb-vs-normal" in card
+
+
+def test_corrupt_image_skipped_and_named(tiny_models: Path) -> None:
+    log = (tiny_models / "tb-vs-normal" / "train.log").read_text()
+    assert "corrupt-0.png" in log and "skipped 1 of" in log
+
+
+def test_tflite_matches_keras(tiny_models: Path) -> None:
+    import keras
+
+    from inference.engine import TfliteModel
+    from inference.preprocess import preprocess_gray
+    from inference.registry import ModelSpec
+
+    folder = tiny_models / "pneumonia-vs-tb"
+    spec = ModelSpec.load(folder)
+    lite = TfliteModel(spec)
+    model = keras.saving.load_model(folder / "model.keras")
+    rng = np.random.default_rng(5)
+    for label in ("tb", "pneumonia"):
+        unit = preprocess_gray(phantom(rng, label), spec.input_size)
+        k = float(model.predict(unit[None, :, :, None], verbose=0)["score"][0, 0])
+        s, cam = lite.run(unit)
+        assert abs(s - k) < 0.02
+        assert cam.ndim == 2
+
+
+def test_evaluate_and_predict_commands(tiny_models: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_dataset(tmp_path / "eval", per_class=8, corrupt=0)
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(tiny_models / "tb-vs-normal"), "--data", str(data),
+                 "--split", "all", "--out", str(out)]) == 0
+    assert (out / "report.md").exists() and (out / "roc.png").exists()
+    png = next((data / "tb").glob("*.png"))
+    capsys.readouterr()
+    assert main(["predict", "--models", str(tiny_models), "--json", str(png)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["finding"] in {"tb-suspected", "pneumonia-pattern", "no-tb-finding"}
+    assert 0.0 <= result["tb_vs_normal"]["score"] <= 1.0
+    assert result["pneumonia_vs_tb"]["threshold"] == pytest.approx(
+        json.loads((tiny_models / "pneumonia-vs-tb" / "model.json").read_text())["threshold"], abs=1e-6)
+
+
+def test_predict_reports_unreadable_file(tiny_models: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    assert main(["predict", "--models", str(tiny_models), str(bad)]) == 1
+    assert "not classified" in capsys.readouterr().out
+
+
+def test_folder_per_class_layout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from training.data import read_records
+
+    for folder in ("Normal", "Tuberculosis", "Unrelated"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.png").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        records = read_records(tmp_path)
+    assert sorted(r.label for r in records) == ["normal", "tb"]
+    assert {r.split for r in records} <= {"train", "val", "test"}
+    assert "Unrelated" in caplog.text
