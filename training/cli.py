@@ -42,6 +42,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="with --weights: epochs with the backbone frozen before fine-tuning")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--version", default="1.0.0")
+    p.add_argument("--card-notes", type=Path,
+                   help="Markdown file appended to card.md (experiments, known limitations)")
     p.add_argument("--cache", type=Path, default=Path(".cache/data"),
                    help="preprocessed-image cache folder ('' to disable)")
     p.set_defaults(func=_cmd_train)
@@ -56,8 +58,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       learning_rate=args.lr, dropout=args.dropout, l2=args.l2,
                       patience=args.patience, seed=args.seed, balance=args.balance,
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights)
+    notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
-                     args.cache if str(args.cache) else None, cfg))
+                     args.cache if str(args.cache) else None, cfg, notes))
     print(f"model folder written: {args.out}")
     return 0
 

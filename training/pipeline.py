@@ -47,6 +47,7 @@ class PipelineArgs:
     version: str
     cache: Path | None
     config: TrainConfig
+    card_notes: str = ""
 
 
 def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32]) -> tuple[float, str]:
@@ -95,7 +96,7 @@ def run(args: PipelineArgs) -> dict[str, object]:
     variant, parity = export_model(model, as_model_input(val.images), y_val, args.out)
     info = _card_info(args, task, threshold, rule, records, splits["train"], parity, variant)
     write_model_json(info, args.out)
-    write_card(info, report, args.out)
+    write_card(info, report, args.out, args.card_notes)
     return report
 
 
