@@ -1,0 +1,220 @@
+"""The settings schema: every key hospital IT can set, its type, default and meaning.
+
+One immutable :class:`Settings` object (pydantic v2, frozen) is built by
+:func:`config.loader.load_settings` from defaults < YAML file < environment <
+command line. Unknown keys are errors (a typo must not be silently ignored).
+
+AE titles follow the AE value representation of DICOM PS3.5 section 6.2:
+1-16 characters of the default character repertoire, no backslash, no
+control characters, leading and trailing spaces not significant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+AE_TITLE_MAX = 16
+CLASSIFIERS = ("tb-vs-normal", "pneumonia-vs-tb")
+
+
+def _check_ae_title(value: str) -> str:
+    title = value.strip()
+    if not title:
+        raise ValueError("an AE title must not be empty or only spaces (PS3.5 6.2)")
+    if len(title) > AE_TITLE_MAX:
+        raise ValueError(f"AE title {title!r} is longer than {AE_TITLE_MAX} characters (PS3.5 6.2)")
+    if "\\" in title or any(ord(c) < 0x20 or ord(c) > 0x7E for c in title):
+        raise ValueError(
+            f"AE title {title!r} may use printable ASCII only, without backslash (PS3.5 6.2)"
+        )
+    return title
+
+
+AETitle = Annotated[str, AfterValidator(_check_ae_title)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AllowedCaller(_Section):
+    """A peer allowed to open associations: its AE title and, optionally, its IP address."""
+
+    ae_title: AETitle
+    host: str | None = Field(
+        default=None,
+        description="IP address the peer must connect from; omit to accept it from any host")
+
+
+class Timeouts(_Section):
+    """Association timeouts in seconds (pynetdicom ACSE, DIMSE and network idle timeouts)."""
+
+    acse: Seconds = Field(default=30.0, description="wait for association messages")
+    dimse: Seconds = Field(default=60.0, description="wait for a DIMSE message")
+    network: Seconds = Field(default=120.0, description="close an idle connection")
+
+
+class TlsSettings(_Section):
+    """DICOM over TLS (PS3.15 annex B.1, secure transport connection profile)."""
+
+    enabled: bool = False
+    cert_file: Path | None = Field(default=None, description="PEM server certificate (chain)")
+    key_file: Path | None = Field(default=None, description="PEM private key of cert_file")
+    ca_file: Path | None = Field(default=None, description="PEM CA that signs client certs")
+    require_client_cert: bool = Field(
+        default=True, description="reject peers without a certificate signed by ca_file")
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> TlsSettings:
+        if not self.enabled:
+            return self
+        missing = [n for n in ("cert_file", "key_file") if getattr(self, n) is None]
+        if self.require_client_cert and self.ca_file is None:
+            missing.append("ca_file")
+        if missing:
+            raise ValueError(f"TLS is enabled but {', '.join(missing)} not set: give the PEM "
+                             "file paths or set dicom.tls.enabled: false")
+        return self
+
+
+class DicomSettings(_Section):
+    """The DICOM node (SCP): identity, network, association policy."""
+
+    ae_title: AETitle = Field(
+        default="CXRGATEWAY",
+        description="our AE title, 1-16 characters; peers use it as Called AE title")
+    bind_address: str = Field(
+        default="127.0.0.1",
+        description="IP address to listen on; 0.0.0.0 for every interface")
+    port: Port = Field(default=11112, description="TCP port to listen on, 1-65535")
+    allowed_callers: tuple[AllowedCaller, ...] = ()
+    accept_any_caller: bool = Field(
+        default=False, description="accept every calling AE title (testing only)")
+    check_called_ae: bool = True
+    max_associations: int = Field(default=10, ge=1, le=1000)
+    timeouts: Timeouts = Timeouts()
+    tls: TlsSettings = TlsSettings()
+
+    @model_validator(mode="after")
+    def _someone_may_call(self) -> DicomSettings:
+        if not self.allowed_callers and not self.accept_any_caller:
+            raise ValueError("no PACS could connect: list the peers in dicom.allowed_callers "
+                             "(ae_title and optional host) or set dicom.accept_any_caller: true")
+        return self
+
+
+class StorageSettings(_Section):
+    """Where received instances and the journal live."""
+
+    spool_dir: Path = Field(default=Path("var/spool"), description="received DICOM files")
+    min_free_mb: int = Field(
+        default=1024, ge=0,
+        description="refuse new instances (0xA700) below this free space on the spool disk")
+    database: Path = Field(default=Path("var/journal.sqlite"), description="SQLite journal")
+
+
+def _check_thresholds(value: dict[str, float]) -> dict[str, float]:
+    for name, threshold in value.items():
+        if name not in CLASSIFIERS:
+            raise ValueError(
+                f"unknown classifier {name!r}: expected one of {', '.join(CLASSIFIERS)}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold of {name} is {threshold}: expected a value in [0, 1]")
+    return value
+
+
+class InferenceSettings(_Section):
+    """Classification workers and models."""
+
+    workers: int = Field(
+        default=1, ge=0, le=64, description="classification threads; 0 = receive and queue only")
+    threads_per_model: int = Field(default=2, ge=1, le=64, description="LiteRT threads per model")
+    models_dir: Path | None = Field(
+        default=None,
+        description="folder with tb-vs-normal/ and pneumonia-vs-tb/; null = shipped models")
+    thresholds: Annotated[dict[str, float], AfterValidator(_check_thresholds)] = Field(
+        default_factory=dict, description="override a model's stored operating threshold")
+    heatmap: bool = True
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="give up an instance after this many tries")
+
+
+class AggregationSettings(_Section):
+    """When a study is complete enough to report."""
+
+    quiet_period_s: Seconds = Field(
+        default=120.0, description="report a study when no instance arrived for this long")
+    poll_interval_s: Seconds = 1.0
+
+
+class DicomDestination(_Section):
+    """A DICOM peer that receives results by C-STORE (and answers C-ECHO)."""
+
+    name: str = Field(min_length=1)
+    ae_title: AETitle
+    host: str = Field(min_length=1)
+    port: Port
+
+
+class Hl7Destination(_Section):
+    """An HL7 v2 peer (MLLP) that receives ORU^R01 messages."""
+
+    name: str = Field(min_length=1)
+    host: str = Field(min_length=1)
+    port: Port
+    sending_application: str = "CXRGATEWAY"
+    sending_facility: str = ""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+
+
+class Destinations(_Section):
+    """Where results go (used by the results stage)."""
+
+    dicom: tuple[DicomDestination, ...] = ()
+    hl7: tuple[Hl7Destination, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Destinations:
+        for kind, items in (("dicom", self.dicom), ("hl7", self.hl7)):
+            names = [d.name for d in items]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"destinations.{kind}: name(s) {', '.join(dupes)} used twice; "
+                                 "give every destination its own name")
+        return self
+
+
+class WebSettings(_Section):
+    """The web console and REST API."""
+
+    bind_address: str = "127.0.0.1"
+    port: Port = 8080
+    auth_token: str | None = Field(
+        default=None, description="bearer token the API requires; null = no authentication")
+
+
+class Settings(_Section):
+    """Everything the gateway reads at start-up; immutable once built."""
+
+    base_dir: Path = Field(default=Path("."), description="base of every relative path")
+    # Validated even when absent, so a missing ``dicom`` section reports the missing callers.
+    dicom: DicomSettings = Field(default_factory=dict, validate_default=True)
+    storage: StorageSettings = StorageSettings()
+    inference: InferenceSettings = InferenceSettings()
+    aggregation: AggregationSettings = AggregationSettings()
+    destinations: Destinations = Destinations()
+    web: WebSettings = WebSettings()
+
+    def path(self, value: Path) -> Path:
+        """``value`` made absolute against :attr:`base_dir`."""
+        base = self.base_dir if self.base_dir.is_absolute() else Path.cwd() / self.base_dir
+        return value if value.is_absolute() else (base / value).resolve()
+
+    def dicom_destination(self, name: str) -> DicomDestination | None:
+        return next((d for d in self.destinations.dicom if d.name == name), None)

@@ -1,0 +1,185 @@
+"""Subcommands of the DICOM node: ``serve``, ``check-config``, ``echo``, ``status``.
+
+Exit codes: 0 success, 1 the operation failed (peer did not answer), 2 the
+configuration or the environment is unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from dicom_node.echo import EchoError, Peer, send_echo
+from dicom_node.errors import NodeError, StartupError
+from dicom_node.journal import Journal
+from dicom_node.preflight import check_environment
+from dicom_node.service import start_gateway
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+_FLAG_KEYS = {"port": "dicom.port", "ae_title": "dicom.ae_title", "bind": "dicom.bind_address",
+              "workers": "inference.workers"}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subparsers.add_parser("serve", help="run the DICOM node (SCP, workers)")
+    _config_args(serve)
+    serve.add_argument("--port", type=int, help="dicom.port")
+    serve.add_argument("--ae-title", help="dicom.ae_title")
+    serve.add_argument("--bind", help="dicom.bind_address")
+    serve.add_argument("--workers", type=int, help="inference.workers")
+    serve.set_defaults(func=cmd_serve)
+
+    check = subparsers.add_parser("check-config", help="explain every bad setting")
+    _config_args(check)
+    check.set_defaults(func=cmd_check_config)
+
+    echo = subparsers.add_parser("echo", help="C-ECHO a configured DICOM destination or a peer")
+    _config_args(echo)
+    echo.add_argument("name", nargs="?", help="destinations.dicom[].name")
+    echo.add_argument("--host", help="peer host (instead of NAME)")
+    echo.add_argument("--port", type=int, help="peer port (instead of NAME)")
+    echo.add_argument("--aet", help="peer AE title (instead of NAME)")
+    echo.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    echo.set_defaults(func=cmd_echo)
+
+    status = subparsers.add_parser("status", help="queue counts and recent results")
+    _config_args(status)
+    status.add_argument("--limit", type=int, default=10, help="recent instances to show")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help=f"YAML settings file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any setting, e.g. --set dicom.port=11113 (repeatable)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS.items()
+                 if getattr(args, flag, None) is not None]
+    return load_settings(args.config, overrides=[*overrides, *args.set])
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ConfigError as err:
+        print(f"{args.config}: {len(err.problems)} problem(s)")
+        for problem in err.problems:
+            print(f"  ERROR {problem}")
+        return EXIT_CONFIG
+    errors, warnings = check_environment(settings)
+    for warning in warnings:
+        print(f"  WARNING {warning}")
+    for error in errors:
+        print(f"  ERROR {error}")
+    if errors:
+        return EXIT_CONFIG
+    print(f"{args.config}: OK ({settings.dicom.ae_title} on "
+          f"{settings.dicom.bind_address}:{settings.dicom.port})")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ConfigError as err:
+        log.error("%s", err)
+        return EXIT_CONFIG
+    errors, warnings = check_environment(settings)
+    for warning in warnings:
+        log.warning("%s", warning)
+    if errors:
+        log.error("cannot start:\n  %s", "\n  ".join(errors))
+        return EXIT_CONFIG
+    stop = threading.Event()
+    _on_signals(stop)
+    try:
+        gateway = start_gateway(settings)
+    except StartupError as err:
+        log.error("cannot start: %s", err)
+        return EXIT_CONFIG
+    stop.wait()
+    gateway.stop()
+    return EXIT_OK
+
+
+def _on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+        peer = _peer(args, settings)
+    except (ConfigError, NodeError) as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        send_echo(settings.dicom.ae_title, peer, args.timeout)
+    except EchoError as err:
+        print(f"C-ECHO failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: success")
+    return EXIT_OK
+
+
+def _peer(args: argparse.Namespace, settings: Settings) -> Peer:
+    if args.name:
+        dest = settings.dicom_destination(args.name)
+        if dest is None:
+            known = ", ".join(d.name for d in settings.destinations.dicom) or "none configured"
+            raise NodeError(f"echo: no destinations.dicom entry named {args.name!r} ({known})")
+        return Peer(dest.ae_title, dest.host, dest.port)
+    if args.host and args.port and args.aet:
+        return Peer(args.aet, args.host, args.port)
+    raise NodeError("echo: give a destination NAME, or --host, --port and --aet")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    db_path = settings.path(settings.storage.database)
+    if not db_path.is_file():
+        print(f"no journal at {db_path} yet (storage.database): nothing received")
+        return EXIT_OK
+    journal = Journal(db_path)
+    try:
+        counts = {str(k): v for k, v in journal.counts().items()}
+        recent = journal.recent(args.limit)
+    finally:
+        journal.close()
+    if args.json:
+        rows = [{"sop_instance_uid": r.sop_instance_uid, "study_uid": r.study_uid,
+                 "state": str(r.state), "reason": r.reason, "result": r.result_json and
+                 json.loads(r.result_json)} for r in recent]
+        print(json.dumps({"counts": counts, "recent": rows}, indent=2))
+        return EXIT_OK
+    print("queue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for r in recent:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.received_at))
+        result = json.loads(r.result_json) if r.result_json else None
+        detail = (f"{result['finding']} TB {result['tb_vs_normal']['score']:.3f}" if result
+                  else r.reason or "")
+        print(f"  {when}  {r.state:<11} {r.sop_instance_uid}  {detail}")
+    return EXIT_OK

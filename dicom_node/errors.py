@@ -1,0 +1,27 @@
+"""The node's exception hierarchy; messages name what failed and what was expected."""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Base of every error raised by :mod:`dicom_node`."""
+
+
+class PersistError(NodeError):
+    """A received instance cannot be made durable; the SCP answers 0xA700 (PS3.4 B.2.3)."""
+
+
+class SpoolFullError(PersistError):
+    """The spool file system is below its free-space watermark (``storage.min_free_mb``)."""
+
+
+class SpoolWriteError(PersistError):
+    """Writing, syncing or renaming a spool file failed."""
+
+
+class JournalError(PersistError):
+    """The journal database refused a read or write."""
+
+
+class StartupError(NodeError):
+    """The node cannot start; the message names the setting and the fix."""

@@ -1,0 +1,325 @@
+"""The journal: what was received, the durable classification queue, study progress.
+
+SQLite in WAL mode with ``synchronous=FULL``: a committed row survives a crash
+or power loss. All SQL lives in :class:`Journal`, so another engine
+(PostgreSQL with ``FOR UPDATE SKIP LOCKED``) can replace it behind the same
+methods. One connection is shared by the SCP threads and the workers,
+serialised by a lock (SQLite has one writer anyway).
+
+Instance states: ``queued`` -> ``classifying`` -> ``classified`` | ``skipped``
+| ``failed``. A job left ``classifying`` by a crash is queued again at start
+(:meth:`Journal.requeue_interrupted`); its attempt count keeps growing, so an
+image that crashes the process every time ends ``failed``, not in a loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from dicom_node.errors import JournalError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id INTEGER PRIMARY KEY,
+    sop_instance_uid TEXT NOT NULL UNIQUE,
+    sop_class_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    calling_ae TEXT NOT NULL,
+    path TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    tb_score REAL,
+    finding TEXT,
+    result_json TEXT,
+    heatmap_path TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid);
+CREATE INDEX IF NOT EXISTS instances_state ON instances (state);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    instance_id INTEGER NOT NULL UNIQUE REFERENCES instances (id),
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    claimed_at REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    last_received REAL NOT NULL,
+    revision INTEGER NOT NULL,
+    reported_revision INTEGER NOT NULL DEFAULT 0,
+    reported_at REAL
+);
+"""
+
+
+class InstanceState(StrEnum):
+    QUEUED = "queued"
+    CLASSIFYING = "classifying"
+    CLASSIFIED = "classified"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    """What the SCP records about one received instance."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    calling_ae: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One journal row as stored."""
+
+    id: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    calling_ae: str
+    path: Path
+    received_at: float
+    state: InstanceState
+    reason: str | None
+    result_json: str | None
+    heatmap_path: Path | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed classification job."""
+
+    id: int
+    instance_id: int
+    sop_instance_uid: str
+    path: Path
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A classification outcome to record for an instance."""
+
+    tb_score: float
+    finding: str
+    result_json: str
+    heatmap_path: Path | None
+
+
+_INSTANCE_COLUMNS = ("id, sop_instance_uid, sop_class_uid, study_uid, series_uid, calling_ae, "
+                     "path, received_at, state, reason, result_json, heatmap_path")
+
+
+class Journal:
+    """Instances, jobs and studies in one SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                       timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise JournalError(
+                f"journal {path}: cannot open ({err}); check storage.database") from err
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One immediate transaction; any SQLite error becomes :class:`JournalError`."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                raise JournalError(f"journal {self.path}: {err}") from err
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as err:
+                raise JournalError(f"journal {self.path}: {err}") from err
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        return bool(self._read("SELECT 1 FROM instances WHERE sop_instance_uid = ?",
+                               (sop_instance_uid,)))
+
+    def add_instance(self, new: NewInstance) -> bool:
+        """Record a received instance and queue its job; ``False`` if already known."""
+        now = time.time()
+        try:
+            with self._write() as db:
+                cur = db.execute(
+                    "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid,"
+                    " calling_ae, path, received_at, state, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new.sop_instance_uid, new.sop_class_uid, new.study_uid, new.series_uid,
+                     new.calling_ae, str(new.path), now, InstanceState.QUEUED, now))
+                db.execute("INSERT INTO jobs (instance_id, state) VALUES (?, ?)",
+                           (cur.lastrowid, JobState.QUEUED))
+                db.execute(
+                    "INSERT INTO studies (study_uid, last_received, revision) VALUES (?, ?, 1)"
+                    " ON CONFLICT (study_uid) DO UPDATE SET last_received = excluded.last_received,"
+                    " revision = revision + 1", (new.study_uid, now))
+        except JournalError as err:
+            if isinstance(err.__cause__, sqlite3.IntegrityError):
+                return False
+            raise
+        return True
+
+    def claim_job(self, worker: str) -> Job | None:
+        """Take the oldest queued job (and count the attempt), or ``None``."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT j.id, j.instance_id, i.sop_instance_uid, i.path, j.attempts FROM jobs j"
+                " JOIN instances i ON i.id = j.instance_id WHERE j.state = ? ORDER BY j.id LIMIT 1",
+                (JobState.QUEUED,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, worker = ?,"
+                       " claimed_at = ? WHERE id = ?",
+                       (JobState.RUNNING, worker, time.time(), row[0]))
+            self._set_state(db, row[1], InstanceState.CLASSIFYING, None)
+        return Job(id=row[0], instance_id=row[1], sop_instance_uid=row[2], path=Path(row[3]),
+                   attempts=row[4] + 1)
+
+    def finish_classified(self, job: Job, result: StoredResult) -> None:
+        with self._write() as db:
+            db.execute("UPDATE instances SET tb_score = ?, finding = ?, result_json = ?,"
+                       " heatmap_path = ? WHERE id = ?",
+                       (result.tb_score, result.finding, result.result_json,
+                        None if result.heatmap_path is None else str(result.heatmap_path),
+                        job.instance_id))
+            self._finish(db, job, InstanceState.CLASSIFIED, None)
+
+    def finish_skipped(self, job: Job, reason: str) -> None:
+        with self._write() as db:
+            self._finish(db, job, InstanceState.SKIPPED, reason)
+
+    def finish_failed(self, job: Job, reason: str) -> None:
+        with self._write() as db:
+            self._finish(db, job, InstanceState.FAILED, reason)
+
+    def retry_later(self, job: Job, error: str) -> None:
+        """Put a job back in the queue after a transient failure."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET state = ?, last_error = ? WHERE id = ?",
+                       (JobState.QUEUED, error, job.id))
+            self._set_state(db, job.instance_id, InstanceState.QUEUED, error)
+
+    def requeue_interrupted(self) -> int:
+        """Queue again every job a crash left running; returns how many."""
+        with self._write() as db:
+            ids = [r[0] for r in db.execute("SELECT instance_id FROM jobs WHERE state = ?",
+                                            (JobState.RUNNING,))]
+            db.execute("UPDATE jobs SET state = ? WHERE state = ?",
+                       (JobState.QUEUED, JobState.RUNNING))
+            for instance_id in ids:
+                self._set_state(db, instance_id, InstanceState.QUEUED, "interrupted, re-queued")
+        return len(ids)
+
+    @staticmethod
+    def _finish(db: sqlite3.Connection, job: Job, state: InstanceState, reason: str | None) -> None:
+        db.execute("UPDATE jobs SET state = ? WHERE id = ?", (JobState.DONE, job.id))
+        Journal._set_state(db, job.instance_id, state, reason)
+
+    @staticmethod
+    def _set_state(db: sqlite3.Connection, instance_id: int, state: InstanceState,
+                   reason: str | None) -> None:
+        db.execute("UPDATE instances SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                   (state, reason, time.time(), instance_id))
+
+    def due_studies(self, quiet_period_s: float, now: float | None = None) -> list[tuple[str, int]]:
+        """Studies quiet for the period, fully processed, with unreported instances.
+
+        Returns ``(study_uid, revision)`` pairs; the revision counts received
+        instances, so a study that grows after being reported is due again.
+        """
+        cutoff = (time.time() if now is None else now) - quiet_period_s
+        rows = self._read(
+            "SELECT s.study_uid, s.revision FROM studies s WHERE s.revision > s.reported_revision"
+            " AND s.last_received <= ? AND NOT EXISTS (SELECT 1 FROM instances i"
+            " WHERE i.study_uid = s.study_uid AND i.state IN (?, ?)) ORDER BY s.last_received",
+            (cutoff, InstanceState.QUEUED, InstanceState.CLASSIFYING))
+        return [(str(r[0]), int(str(r[1]))) for r in rows]
+
+    def mark_reported(self, study_uid: str, revision: int) -> None:
+        with self._write() as db:
+            db.execute("UPDATE studies SET reported_revision = MAX(reported_revision, ?),"
+                       " reported_at = ? WHERE study_uid = ?", (revision, time.time(), study_uid))
+
+    def study_instances(self, study_uid: str) -> list[InstanceRecord]:
+        rows = self._read(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid = ?"
+                          " ORDER BY received_at, id", (study_uid,))
+        return [_record(r) for r in rows]
+
+    def instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        rows = self._read(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop_instance_uid = ?",
+                          (sop_instance_uid,))
+        return _record(rows[0]) if rows else None
+
+    def recent(self, limit: int = 10) -> list[InstanceRecord]:
+        rows = self._read(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY updated_at DESC,"
+                          " id DESC LIMIT ?", (limit,))
+        return [_record(r) for r in rows]
+
+    def counts(self) -> dict[InstanceState, int]:
+        rows = self._read("SELECT state, COUNT(*) FROM instances GROUP BY state")
+        found = {str(state): int(str(n)) for state, n in rows}
+        return {s: found.get(s.value, 0) for s in InstanceState}
+
+    def spool_paths(self) -> list[Path]:
+        return [Path(str(r[0])) for r in self._read("SELECT path FROM instances")]
+
+
+def _record(row: tuple[object, ...]) -> InstanceRecord:
+    (id_, sop, sop_class, study, series, calling, path, received, state, reason, result,
+     heatmap) = row
+    return InstanceRecord(
+        id=int(str(id_)), sop_instance_uid=str(sop), sop_class_uid=str(sop_class),
+        study_uid=str(study), series_uid=str(series), calling_ae=str(calling),
+        path=Path(str(path)), received_at=float(str(received)), state=InstanceState(str(state)),
+        reason=None if reason is None else str(reason),
+        result_json=None if result is None else str(result),
+        heatmap_path=None if heatmap is None else Path(str(heatmap)))

@@ -1,0 +1,130 @@
+"""The running node: spool, journal, workers, aggregator and SCP wired together.
+
+Start order makes a restart after a crash safe: open the journal, re-queue
+jobs a crash left running, clean the spool of half-written files, start the
+workers and aggregator, and only then accept associations. Stop order is the
+reverse: stop accepting, let open associations finish (bounded), stop the
+workers after their current image, close the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from config.schema import Settings
+from dicom_node.aggregation import Aggregator, LoggingSink, ResultSink
+from dicom_node.errors import PersistError, StartupError
+from dicom_node.intake import Intake
+from dicom_node.journal import Journal
+from dicom_node.preflight import models_dir
+from dicom_node.scp import start_scp
+from dicom_node.spool import Spool
+from dicom_node.worker import Pipeline, Worker
+from inference.preprocess import PreprocessError
+from inference.registry import ModelError
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 10.0
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """The real per-instance steps: quality gate, pixel decoding, both LiteRT models."""
+    from inference.engine import InferenceEngine
+    from inference.pixels import PixelError, dicom_to_gray
+    from inference.quality import check_quality
+
+    folder = models_dir(settings)
+    try:
+        engine = InferenceEngine.from_models_dir(folder, settings.inference.thresholds,
+                                                 settings.inference.threads_per_model)
+    except (ModelError, ValueError, RuntimeError) as err:
+        raise StartupError(f"inference.models_dir ({folder}): cannot load the models ({err}); "
+                           "export them there or set inference.workers: 0") from err
+    return Pipeline(check_quality=check_quality, to_gray=dicom_to_gray, predictor=engine,
+                    heatmap=settings.inference.heatmap,
+                    permanent_errors=(PixelError, PreprocessError))
+
+
+@dataclass
+class Gateway:
+    """A started node; call :meth:`stop` to shut it down cleanly."""
+
+    settings: Settings
+    journal: Journal
+    server: ThreadedAssociationServer
+    threads: list[threading.Thread]
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        log.info("stopping: no new associations")
+        self.server.shutdown()
+        _drain(self.server)
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join()
+        self.journal.close()
+        log.info("stopped")
+
+
+def start_gateway(settings: Settings, sink: ResultSink | None = None,
+                  pipeline: Pipeline | None = None) -> Gateway:
+    """Start everything; raise :class:`StartupError` naming the setting at fault."""
+    spool = Spool(settings.path(settings.storage.spool_dir), settings.storage.min_free_mb * 2**20)
+    try:
+        spool.ensure()
+        journal = Journal(settings.path(settings.storage.database))
+    except OSError as err:
+        raise StartupError(f"storage.spool_dir ({spool.root}): cannot create ({err})") from err
+    except PersistError as err:
+        raise StartupError(str(err)) from err
+    _recover(journal, spool)
+    if settings.inference.workers and pipeline is None:
+        pipeline = build_pipeline(settings)
+    stop = threading.Event()
+    threads = _start_threads(settings, journal, pipeline, sink or LoggingSink(), stop)
+    try:
+        server = start_scp(settings, Intake(spool, journal))
+    except StartupError:
+        stop.set()
+        journal.close()
+        raise
+    return Gateway(settings, journal, server, threads, stop)
+
+
+def _recover(journal: Journal, spool: Spool) -> None:
+    requeued = journal.requeue_interrupted()
+    removed, orphans = spool.sweep(journal.spool_paths())
+    if requeued or removed or orphans:
+        log.warning("recovered after an unclean stop: %d job(s) re-queued, %d temp file(s) "
+                    "removed, %d unrecorded file(s) moved to orphans/", requeued, removed, orphans)
+
+
+def _start_threads(settings: Settings, journal: Journal, pipeline: Pipeline | None,
+                   sink: ResultSink, stop: threading.Event) -> list[threading.Thread]:
+    threads: list[threading.Thread] = []
+    if pipeline is not None:
+        threads = [Worker(f"worker-{n + 1}", journal, pipeline, settings.inference.max_attempts,
+                          stop) for n in range(settings.inference.workers)]
+    else:
+        log.warning("inference.workers is 0: instances are received and queued, not classified")
+    threads.append(Aggregator(journal, sink, settings.aggregation.quiet_period_s, stop,
+                              settings.aggregation.poll_interval_s))
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _drain(server: ThreadedAssociationServer) -> None:
+    """Let open associations finish for a while, then abort the rest."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for assoc in server.active_associations:
+        log.warning("aborting association with %s at shutdown", assoc.requestor.ae_title)
+        assoc.abort()

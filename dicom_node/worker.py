@@ -1,0 +1,163 @@
+"""Classification workers: take queued instances from the journal and classify them.
+
+Per instance: read the spool file -> quality gate (frontal chest CR/DX?) ->
+presentation-space grayscale -> both classifiers -> record the result. The
+steps are passed in as a :class:`Pipeline`, so tests can swap any of them.
+Skipped instances get the gate's reason and are never classified; images the
+pixel decoder or preprocessing reject are ``failed`` with the reason; any
+other error is retried up to ``inference.max_attempts`` times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from dicom_node.errors import JournalError
+from dicom_node.journal import Job, Journal, StoredResult
+from inference.results import ClassifierScore, Finding, Prediction
+
+log = logging.getLogger(__name__)
+
+HEATMAP_SUFFIX = ".heatmap.npy"
+
+
+class Verdict(Protocol):
+    """What the quality gate answers (``inference.quality.QualityVerdict``)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class Predictor(Protocol):
+    """What classifies a grayscale image (``inference.engine.InferenceEngine``)."""
+
+    def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The per-instance steps, passed in so each can be replaced."""
+
+    check_quality: Callable[[Dataset], Verdict]
+    to_gray: Callable[[Dataset], NDArray[np.float32]]
+    predictor: Predictor
+    heatmap: bool
+    permanent_errors: tuple[type[BaseException], ...]  # the image itself is unusable
+
+
+def prediction_to_json(prediction: Prediction) -> str:
+    """The stored form of a prediction, without its heatmap (kept as a ``.npy`` file)."""
+    return json.dumps({"tb_vs_normal": asdict(prediction.tb_vs_normal),
+                       "pneumonia_vs_tb": asdict(prediction.pneumonia_vs_tb),
+                       "finding": prediction.finding.value})
+
+
+def prediction_from_json(text: str, heatmap: NDArray[np.float32] | None = None) -> Prediction:
+    data = json.loads(text)
+    return Prediction(ClassifierScore(**data["tb_vs_normal"]),
+                      ClassifierScore(**data["pneumonia_vs_tb"]),
+                      Finding(data["finding"]), heatmap)
+
+
+def load_heatmap(path: Path | None) -> NDArray[np.float32] | None:
+    if path is None or not path.is_file():
+        return None
+    return np.load(path).astype(np.float32)
+
+
+class Worker(threading.Thread):
+    """One classification thread; stops when ``stop`` is set."""
+
+    def __init__(self, name: str, journal: Journal, pipeline: Pipeline, max_attempts: int,
+                 stop: threading.Event, poll_s: float = 0.2) -> None:
+        super().__init__(name=name, daemon=True)
+        self.journal = journal
+        self.pipeline = pipeline
+        self.max_attempts = max_attempts
+        self.stop = stop
+        self.poll_s = poll_s
+
+    def run(self) -> None:
+        log.info("%s started", self.name)
+        while not self.stop.is_set():
+            try:
+                job = self.journal.claim_job(self.name)
+            except JournalError as err:
+                log.error("%s: cannot claim a job: %s", self.name, err)
+                self.stop.wait(self.poll_s * 10)
+                continue
+            if job is None:
+                self.stop.wait(self.poll_s)
+                continue
+            self.process(job)
+        log.info("%s stopped", self.name)
+
+    def process(self, job: Job) -> None:
+        """Classify one job and record the outcome; never raises."""
+        try:
+            self._classify(job)
+        except JournalError as err:
+            log.error("%s: cannot record %s: %s", self.name, job.sop_instance_uid, err)
+        except self.pipeline.permanent_errors as err:
+            self._fail(job, f"failed: {err}")
+        except (InvalidDicomError, OSError) as err:
+            self._fail(job, f"failed: cannot read the spool file ({err})")
+        except Exception as err:
+            log.exception("%s: error on %s (attempt %d)", self.name, job.sop_instance_uid,
+                          job.attempts)
+            self._retry_or_fail(job, err)
+
+    def _classify(self, job: Job) -> None:
+        ds = pydicom.dcmread(job.path, force=True)
+        verdict = self.pipeline.check_quality(ds)
+        if not verdict.ok:
+            log.info("%s skipped: %s", job.sop_instance_uid, verdict.reason)
+            self.journal.finish_skipped(job, verdict.reason)
+            return
+        gray = self.pipeline.to_gray(ds)
+        prediction = self.pipeline.predictor.predict_gray(gray, heatmap=self.pipeline.heatmap)
+        heatmap_path = self._save_heatmap(job.path, prediction.heatmap)
+        self.journal.finish_classified(job, StoredResult(
+            tb_score=prediction.tb_vs_normal.score, finding=prediction.finding.value,
+            result_json=prediction_to_json(prediction), heatmap_path=heatmap_path))
+        log.info("%s classified: %s (TB score %.3f)", job.sop_instance_uid,
+                 prediction.finding.value, prediction.tb_vs_normal.score)
+
+    @staticmethod
+    def _save_heatmap(spool_file: Path, heatmap: NDArray[np.float32] | None) -> Path | None:
+        if heatmap is None:
+            return None
+        path = spool_file.with_name(spool_file.name + HEATMAP_SUFFIX)
+        np.save(path, heatmap.astype(np.float16))
+        return path
+
+    def _retry_or_fail(self, job: Job, err: Exception) -> None:
+        if job.attempts >= self.max_attempts:
+            self._fail(job, f"failed after {job.attempts} attempts: {err}")
+            return
+        try:
+            self.journal.retry_later(job, f"attempt {job.attempts} failed: {err}")
+        except JournalError as db_err:
+            log.error("%s: cannot re-queue %s: %s", self.name, job.sop_instance_uid, db_err)
+
+    def _fail(self, job: Job, reason: str) -> None:
+        log.warning("%s: %s", job.sop_instance_uid, reason)
+        try:
+            self.journal.finish_failed(job, reason)
+        except JournalError as err:
+            log.error("%s: cannot record failure of %s: %s", self.name, job.sop_instance_uid, err)
