@@ -106,3 +106,28 @@ def test_folder_per_class_layout(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert sorted(r.label for r in records) == ["normal", "tb"]
     assert {r.split for r in records} <= {"train", "val", "test"}
     assert "Unrelated" in caplog.text
+
+
+def test_pretrained_weights_file_fine_tuning(tmp_path: Path) -> None:
+    """--weights loads a local backbone weights file, freezes, then fine-tunes."""
+    import keras
+
+    backbone = keras.applications.MobileNetV3Small(include_top=False, weights=None,
+                                                   input_shape=(32, 32, 3))
+    weights = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(weights)
+    data = write_dataset(tmp_path / "data", per_class=12, corrupt=0)
+    out = tmp_path / "model"
+    assert main(["train", "--task", "tb-vs-normal", "--data", str(data), "--out", str(out),
+                 "--arch", "mobilenetv3small", "--size", "32", "--epochs", "2",
+                 "--steps-per-epoch", "2", "--batch-size", "8", "--cache", "",
+                 "--weights", str(weights), "--freeze-epochs", "1"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["epochs"]) == 2 and history["config"]["weights"] == str(weights)
+
+
+def test_bad_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", per_class=8, corrupt=0)
+    with pytest.raises(ValueError, match="weights"):
+        main(["train", "--task", "tb-vs-normal", "--data", str(data), "--out", str(tmp_path / "m"),
+              "--arch", "compact", "--size", "32", "--cache", "", "--weights", "x.weights.h5"])
