@@ -233,11 +233,13 @@ def dicom_to_gray(ds: Dataset) -> NDArray[np.float32]:
 
 
 def _decode_first_frame(ds: Dataset, fmt: PixelFormat) -> NDArray[np.generic]:
+    """Decode frame 0 only; unused bits are left for :func:`stored_values`, because
+    pydicom's own correction assumes High Bit = Bits Stored - 1 (pydicom 3.0)."""
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         log.debug("multi-frame image (%d frames): classifying the first frame", frames)
     try:
-        arr = pixel_array(ds, index=0)
+        arr = pixel_array(ds, index=0, correct_unused_bits=False)
     except Exception as exc:  # the codec plug-ins raise many unrelated types
         syntax = _transfer_syntax(ds)
         raise PixelError(f"Pixel Data cannot be decoded ({syntax.name}): {exc}") from exc
@@ -411,13 +413,22 @@ def voi_values(values: NDArray[np.float64], ds: Dataset) -> NDArray[np.float64]:
 
 
 def presentation_table(ds: Dataset, fmt: PixelFormat) -> NDArray[np.float32]:
-    """Output in [0, 1] for every raw bit pattern of a cell (2**Bits Allocated entries)."""
+    """Output in [0, 1] for every raw bit pattern of a cell (2**Bits Allocated entries).
+
+    A VOI transformation that gives every stored value the same output (a
+    window outside the data range) is a display hint gone wrong: it is
+    ignored with a warning, as an unusable window is in :func:`first_window`.
+    """
     patterns = np.arange(1 << fmt.bits_allocated, dtype=np.int64)
-    out = voi_values(modality_values(stored_values(patterns, fmt), ds), ds)
+    modality = modality_values(stored_values(patterns, fmt), ds)
+    out = voi_values(modality, ds)
+    if np.ptp(out) <= 0 and np.ptp(modality) > 0:
+        log.warning("the VOI LUT or window maps every stored value to one level: ignored")
+        out = modality
     low, high = float(out.min()), float(out.max())
     if high - low <= 0:
         raise PixelError("every stored value maps to one presentation value; "
-                         "check Window Center/Width, the VOI LUT and the Modality LUT")
+                         "check the Modality LUT Sequence and Rescale Slope")
     unit = (out - low) / (high - low)
     return (1.0 - unit if is_inverted(ds) else unit).astype(np.float32)
 

@@ -59,8 +59,8 @@ SOP_CLASS_FOR_MODALITY = {
 }
 
 DCMTK_COMMANDS: dict[UID, list[str]] = {
-    JPEGBaseline8Bit: ["dcmcjpeg", "+eb", "+q", "95"],
-    JPEGExtended12Bit: ["dcmcjpeg", "+ee", "+q", "95"],
+    JPEGBaseline8Bit: ["dcmcjpeg", "+eb", "+q", "95", "+sr"],
+    JPEGExtended12Bit: ["dcmcjpeg", "+ee", "+q", "95", "+sr"],
     JPEGLossless: ["dcmcjpeg", "+el", "+sv", "6"],
     JPEGLosslessSV1: ["dcmcjpeg", "+e1"],
     JPEGLSLossless: ["dcmcjpls", "+el"],
@@ -71,7 +71,8 @@ DCMTK_COMMANDS: dict[UID, list[str]] = {
     ImplicitVRLittleEndian: ["dcmconv", "+ti"],
     ExplicitVRLittleEndian: ["dcmconv", "+te"],
 }
-"""DCMTK command (without file names) that writes each transfer syntax."""
+"""DCMTK command (without file names) that writes each transfer syntax; ``+sr`` keeps the
+stored values of lossy JPEG (DCMTK's default ``+sp`` stretches them to the codec range)."""
 
 LOSSLESS_SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
                      DeflatedExplicitVRLittleEndian, JPEGLossless, JPEGLosslessSV1,
