@@ -296,24 +296,24 @@ def _write_j2k(src: Path, syntax: UID, dst: Path) -> Path:
 
 
 def make_nm(**changes: Any) -> Dataset:
-    """A nuclear medicine image: must be skipped for its Modality."""
-    return make_chest(modality="NM", rows=256, columns=256, body_part=None, view_position=None,
-                      series_description="Thyroid Tc", **changes)
+    """A nuclear medicine image: must be skipped for its Modality. Keywords override."""
+    return make_chest(**{"modality": "NM", "rows": 256, "columns": 256, "body_part": None,
+                         "view_position": None, "series_description": "Thyroid Tc", **changes})
 
 
 def make_lateral(**changes: Any) -> Dataset:
     """A lateral chest radiograph: must be skipped for its view."""
-    return make_chest(view_position="LL", series_description="Chest LAT", **changes)
+    return make_chest(**{"view_position": "LL", "series_description": "Chest LAT", **changes})
 
 
 def make_without_pixels(**changes: Any) -> Dataset:
     """A CR header without Pixel Data."""
-    return make_chest(pixels=False, **changes)
+    return make_chest(**{"pixels": False, **changes})
 
 
 def make_tiny(**changes: Any) -> Dataset:
     """A 64x64 CR: too small to be a radiograph the models may see."""
-    return make_chest(rows=64, columns=64, **changes)
+    return make_chest(**{"rows": 64, "columns": 64, **changes})
 
 
 def make_sr() -> Dataset:
@@ -326,5 +326,6 @@ def make_sr() -> Dataset:
 
 def make_gateway_sc(**changes: Any) -> Dataset:
     """A heatmap Secondary Capture as the gateway writes it (RGB, chest body part)."""
-    return make_chest(modality="OT", photometric="RGB", manufacturer=GATEWAY_MANUFACTURER,
-                      series_description=HEATMAP_SERIES_DESCRIPTION, **changes)
+    return make_chest(**{"modality": "OT", "photometric": "RGB",
+                         "manufacturer": GATEWAY_MANUFACTURER,
+                         "series_description": HEATMAP_SERIES_DESCRIPTION, **changes})
