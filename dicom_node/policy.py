@@ -59,6 +59,7 @@ class AssociationPolicy:
             log.warning("association rejected (%s): calling AE %r from %s, called AE %r",
                         reason.name, calling, request.address, called)
             event.assoc.acse.send_reject(RejectResult.PERMANENT, RejectSource.SERVICE_USER, reason)
+            event.assoc.kill()  # as pynetdicom does: lets the DUL send the A-ASSOCIATE-RJ
         except Exception:
             log.exception("association policy check failed; aborting the association")
             event.assoc.abort()

@@ -37,7 +37,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     """The real per-instance steps: quality gate, pixel decoding, both LiteRT models."""
     from inference.engine import InferenceEngine
     from inference.pixels import PixelError, dicom_to_gray
-    from inference.quality import check_quality
+    from inference.quality import check_quality, verdict_for_pixel_error
 
     folder = models_dir(settings)
     try:
@@ -47,8 +47,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
         raise StartupError(f"inference.models_dir ({folder}): cannot load the models ({err}); "
                            "export them there or set inference.workers: 0") from err
     return Pipeline(check_quality=check_quality, to_gray=dicom_to_gray, predictor=engine,
-                    heatmap=settings.inference.heatmap,
-                    permanent_errors=(PixelError, PreprocessError))
+                    heatmap=settings.inference.heatmap, undecodable=(PixelError,),
+                    explain_undecodable=verdict_for_pixel_error, unusable=(PreprocessError,))
 
 
 @dataclass

@@ -3,9 +3,10 @@
 Per instance: read the spool file -> quality gate (frontal chest CR/DX?) ->
 presentation-space grayscale -> both classifiers -> record the result. The
 steps are passed in as a :class:`Pipeline`, so tests can swap any of them.
-Skipped instances get the gate's reason and are never classified; images the
-pixel decoder or preprocessing reject are ``failed`` with the reason; any
-other error is retried up to ``inference.max_attempts`` times.
+Skipped instances get the gate's reason and are never classified (pixel data
+that cannot be decoded is a gate failure too: skipped); images that decode but
+that preprocessing rejects are ``failed`` with the reason; any other error is
+retried up to ``inference.max_attempts`` times.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pydicom
@@ -57,7 +58,9 @@ class Pipeline:
     to_gray: Callable[[Dataset], NDArray[np.float32]]
     predictor: Predictor
     heatmap: bool
-    permanent_errors: tuple[type[BaseException], ...]  # the image itself is unusable
+    undecodable: tuple[type[Exception], ...]  # pixel data cannot be decoded: skipped
+    explain_undecodable: Callable[[Any], Verdict]  # the skip reason for those
+    unusable: tuple[type[Exception], ...]  # decoded but unusable (e.g. no contrast): failed
 
 
 def prediction_to_json(prediction: Prediction) -> str:
@@ -113,7 +116,7 @@ class Worker(threading.Thread):
             self._classify(job)
         except JournalError as err:
             log.error("%s: cannot record %s: %s", self.name, job.sop_instance_uid, err)
-        except self.pipeline.permanent_errors as err:
+        except self.pipeline.unusable as err:
             self._fail(job, f"failed: {err}")
         except (InvalidDicomError, OSError) as err:
             self._fail(job, f"failed: cannot read the spool file ({err})")
@@ -129,7 +132,13 @@ class Worker(threading.Thread):
             log.info("%s skipped: %s", job.sop_instance_uid, verdict.reason)
             self.journal.finish_skipped(job, verdict.reason)
             return
-        gray = self.pipeline.to_gray(ds)
+        try:
+            gray = self.pipeline.to_gray(ds)
+        except self.pipeline.undecodable as err:
+            reason = self.pipeline.explain_undecodable(err).reason
+            log.info("%s skipped: %s", job.sop_instance_uid, reason)
+            self.journal.finish_skipped(job, reason)
+            return
         prediction = self.pipeline.predictor.predict_gray(gray, heatmap=self.pipeline.heatmap)
         heatmap_path = self._save_heatmap(job.path, prediction.heatmap)
         self.journal.finish_classified(job, StoredResult(
