@@ -36,7 +36,7 @@ import logging
 import os
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 import cv2
 import numpy as np
@@ -233,13 +233,16 @@ def dicom_to_gray(ds: Dataset) -> NDArray[np.float32]:
 
 
 def _decode_first_frame(ds: Dataset, fmt: PixelFormat) -> NDArray[np.generic]:
-    """Decode frame 0 only; unused bits are left for :func:`stored_values`, because
-    pydicom's own correction assumes High Bit = Bits Stored - 1 (pydicom 3.0)."""
+    """Decode frame 0 only, as a read-only view of native data (no copy).
+
+    Unused bits are left for this module to handle, because pydicom's own
+    correction assumes High Bit = Bits Stored - 1 (pydicom 3.0).
+    """
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         log.debug("multi-frame image (%d frames): classifying the first frame", frames)
     try:
-        arr = pixel_array(ds, index=0, correct_unused_bits=False)
+        arr = pixel_array(ds, index=0, correct_unused_bits=False, view_only=True)
     except Exception as exc:  # the codec plug-ins raise many unrelated types
         syntax = _transfer_syntax(ds)
         raise PixelError(f"Pixel Data cannot be decoded ({syntax.name}): {exc}") from exc
@@ -467,21 +470,24 @@ def _window_line(window: Window | None) -> tuple[float, float] | None:
 
 def _apply_linear(raw: NDArray[np.generic], fmt: PixelFormat, scale: float,
                   offset: float) -> NDArray[np.float32]:
-    """Stored values in place (mask or sign-extend), then one affine map and a clip."""
-    cells = raw.view(np.int16 if fmt.signed else np.uint16)
+    """Stored values (mask or sign-extend), then one fused affine map to float32
+    (OpenCV ``addWeighted``), then a clip when a window can push values out of [0, 1]."""
+    cells: NDArray[Any] = raw.view(np.int16 if fmt.signed else np.uint16)
     unused = fmt.bits_allocated - fmt.bits_stored
     if unused and fmt.signed:
-        np.left_shift(cells, unused, out=cells)
+        cells = np.left_shift(cells, unused)
         np.right_shift(cells, unused, out=cells)
     elif unused:
-        np.bitwise_and(cells, (1 << fmt.bits_stored) - 1, out=cells)
-    out = np.multiply(cells, np.float32(scale), dtype=np.float32)
-    out += np.float32(offset)
-    return np.clip(out, 0.0, 1.0, out=out)
+        cells = cv2.bitwise_and(cells, np.array([(1 << fmt.bits_stored) - 1], np.float64))
+    out = cv2.addWeighted(cells, scale, cells, 0.0, offset, dtype=cv2.CV_32F)
+    ends = [scale * end + offset for end in fmt.stored_range]
+    if min(ends) < 0.0 or max(ends) > 1.0:
+        np.clip(out, 0.0, 1.0, out=out)
+    return np.asarray(out, dtype=np.float32)
 
 
 def _apply_table(raw: NDArray[np.generic], table: NDArray[np.float32]) -> NDArray[np.float32]:
     """Look every cell up in the per-pattern table (OpenCV's LUT for 8-bit cells)."""
     if raw.dtype.itemsize == 1:
         return np.asarray(cv2.LUT(raw.view(np.uint8), table), dtype=np.float32)
-    return np.take(table, raw.view(np.uint16))
+    return table[raw.view(np.uint16)]
