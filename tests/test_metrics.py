@@ -48,3 +48,16 @@ def test_per_source_compares_each_source_with_other_class() -> None:
     assert set(res) == {"a", "b", "c", "d"}
     assert res["c"]["n"] == 6  # two positives of c against the four negatives
     assert res["a"]["roc_auc"] == pytest.approx(1.0)
+
+
+def test_sampling_weights_balance_sources_and_classes() -> None:
+    from training.train import sampling_weights
+
+    y = np.array([1, 1, 1, 1, 0, 0], dtype=np.float32)
+    sources = ["film", "film", "film", "digital", "n", "n"]
+    p = sampling_weights(y, sources, "source")
+    assert p[y == 1].sum() == pytest.approx(0.5)
+    assert p[3] == pytest.approx(0.25) and p[:3].sum() == pytest.approx(0.25)
+    q = sampling_weights(y, sources, "source", {"film": 0.0})
+    assert q[:3].sum() == 0 and q[3] == pytest.approx(0.5)
+    assert sampling_weights(y, sources, "none").sum() == pytest.approx(1.0)

@@ -37,6 +37,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--l2", type=float, default=1e-4)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--balance", choices=("source", "class", "none"), default="source")
+    p.add_argument("--source-weights", default="",
+                   help="scale sampling of named sources, e.g. scanned-film-tb=0.25 "
+                        "(0 leaves a source out of training: a leave-one-source-out run)")
     p.add_argument("--weights", help="local pretrained backbone weights file (ImageNet or CXR)")
     p.add_argument("--freeze-epochs", type=int, default=3,
                    help="with --weights: epochs with the backbone frozen before fine-tuning")
@@ -57,12 +60,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                       learning_rate=args.lr, dropout=args.dropout, l2=args.l2,
                       patience=args.patience, seed=args.seed, balance=args.balance,
-                      freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights)
+                      freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
+                      source_weights=_parse_source_weights(args.source_weights))
     notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
                      args.cache if str(args.cache) else None, cfg, notes))
     print(f"model folder written: {args.out}")
     return 0
+
+
+def _parse_source_weights(text: str) -> tuple[tuple[str, float], ...]:
+    pairs = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = -1.0
+        if not sep or factor < 0:
+            raise SystemExit(f"--source-weights: expected NAME=FACTOR (FACTOR >= 0), got {item!r}")
+        pairs.append((name.strip(), factor))
+    return tuple(pairs)
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -44,6 +44,7 @@ class TrainConfig:
     balance: str = "source"
     freeze_epochs: int = 0
     weights: str | None = None
+    source_weights: tuple[tuple[str, float], ...] = ()
 
 
 def task_subset(data: ImageSet, task: Task) -> tuple[ImageSet, NDArray[np.float32]]:
@@ -54,20 +55,27 @@ def task_subset(data: ImageSet, task: Task) -> tuple[ImageSet, NDArray[np.float3
     return data.subset(mask), y
 
 
-def sampling_weights(y: NDArray[np.float32], sources: list[str], balance: str) -> NDArray[np.float64]:
+def sampling_weights(y: NDArray[np.float32], sources: list[str], balance: str,
+                     source_weights: dict[str, float] | None = None) -> NDArray[np.float64]:
     """Per-image sampling probability.
 
     ``class``: each class drawn half the time. ``source``: in addition, every
     source within a class equally often, so that no single capture style
     (e.g. scanned film) stands for a class. ``none``: uniform.
+    ``source_weights`` then scales named sources (0 leaves a source out of training).
     """
     n = len(y)
     if balance == "none":
-        return np.full(n, 1.0 / n)
-    keys = [(int(t), s if balance == "source" else "") for t, s in zip(y, sources, strict=True)]
-    per_key = Counter(keys)
-    keys_per_class = Counter(k[0] for k in per_key)
-    w = np.array([1.0 / (per_key[k] * keys_per_class[k[0]] * 2) for k in keys])
+        w = np.full(n, 1.0)
+    else:
+        keys = [(int(t), s if balance == "source" else "") for t, s in zip(y, sources, strict=True)]
+        per_key = Counter(keys)
+        keys_per_class = Counter(k[0] for k in per_key)
+        w = np.array([1.0 / (per_key[k] * keys_per_class[k[0]] * 2) for k in keys])
+    for name, factor in (source_weights or {}).items():
+        w[np.asarray(sources) == name] *= factor
+    if w.sum() <= 0:
+        raise ValueError("source_weights: every training image has weight 0")
     return w / w.sum()
 
 
@@ -129,7 +137,9 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     va, y_va = task_subset(val_set, task)
     if len(set(y_tr)) < 2 or len(set(y_va)) < 2:
         raise ValueError(f"task {task.name}: train and val need both classes")
-    p = sampling_weights(y_tr, tr.sources, cfg.balance)
+    p = sampling_weights(y_tr, tr.sources, cfg.balance, dict(cfg.source_weights))
+    if len(set(y_tr[p > 0])) < 2:
+        raise ValueError(f"source_weights: task {task.name} has a class with no weighted images")
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig())
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
