@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pynetdicom
@@ -71,7 +72,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     assert proc.stop() == 0, proc.log()
 
 
-def chest(**changes: object) -> Dataset:
+def chest(**changes: Any) -> Dataset:
     """A small synthetic CR with fresh UIDs."""
     return make_chest(rows=256, columns=256, sop_uid=generate_uid(), study_uid=generate_uid(),
                       **changes)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.uid import (
     MPEG2MPML,
     DigitalMammographyXRayImageStorageForPresentation,
@@ -47,6 +49,12 @@ def with_tags(ds: Dataset, **tags: object) -> Dataset:
             delattr(ds, keyword)
         else:
             setattr(ds, keyword, value)
+    return ds
+
+
+def with_raw_element(ds: Dataset, tag: int, vr: str, value: bytes) -> Dataset:
+    """Put a not-yet-parsed element in ``ds``, as a malformed file would (parsed on access)."""
+    ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
     return ds
 
 
@@ -93,6 +101,8 @@ SKIPPED = [
     (with_tags(make_chest(**SMALL), Rows=12000), GateCode.SIZE, "256x12000"),
     (with_tags(make_chest(**SMALL), BitsAllocated=32), GateCode.PIXEL_FORMAT,
      "Bits Allocated 32"),
+    (with_raw_element(make_chest(**SMALL), 0x00180015, "SQ", b"\x01\x02\x03\x04"),
+     GateCode.UNREADABLE, "a header attribute cannot be read"),
 ]
 
 

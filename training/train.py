@@ -74,6 +74,12 @@ def sampling_weights(y: NDArray[np.float32], sources: list[str], balance: str,
         w = np.array([1.0 / (per_key[k] * keys_per_class[k[0]] * 2) for k in keys])
     for name, factor in (source_weights or {}).items():
         w[np.asarray(sources) == name] *= factor
+    if balance != "none":
+        for cls in (0, 1):
+            total = w[y == cls].sum()
+            if total <= 0:
+                raise ValueError(f"source_weights: class {cls} has no training image left")
+            w[y == cls] *= 0.5 / total
     if w.sum() <= 0:
         raise ValueError("source_weights: every training image has weight 0")
     return w / w.sum()
@@ -138,8 +144,6 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     if len(set(y_tr)) < 2 or len(set(y_va)) < 2:
         raise ValueError(f"task {task.name}: train and val need both classes")
     p = sampling_weights(y_tr, tr.sources, cfg.balance, dict(cfg.source_weights))
-    if len(set(y_tr[p > 0])) < 2:
-        raise ValueError(f"source_weights: task {task.name} has a class with no weighted images")
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig())
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
