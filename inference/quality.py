@@ -108,6 +108,7 @@ class GateCode(StrEnum):
     NO_PIXEL_DATA = "no-pixel-data"
     SIZE = "size"
     PIXEL_FORMAT = "pixel-format"
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -129,12 +130,21 @@ class QualityVerdict:
 
 def check_quality(ds: Dataset, min_side: int = MIN_SIDE,
                   max_side: int = MAX_SIDE) -> QualityVerdict:
-    """Apply the gate rules of the module docstring, in order, to the tags of ``ds``."""
-    for rule in (_own_output, _image, _modality, _sop_class, _body_part, _view):
-        verdict = rule(ds)
-        if verdict is not None:
-            return verdict
-    return _pixels(ds, min_side, max_side) or QualityVerdict.accept()
+    """Apply the gate rules of the module docstring, in order, to the tags of ``ds``.
+
+    Never raises: pydicom parses elements on first access, and an element
+    that cannot be parsed makes the instance unreadable, a verdict like any other.
+    """
+    try:
+        for rule in (_own_output, _image, _modality, _sop_class, _body_part, _view):
+            verdict = rule(ds)
+            if verdict is not None:
+                return verdict
+        return _pixels(ds, min_side, max_side) or QualityVerdict.accept()
+    except Exception as err:  # pydicom raises OSError, ValueError, struct.error... on bad values
+        log.warning("unreadable header: %s: %s", type(err).__name__, err)
+        why = f"a header attribute cannot be read ({type(err).__name__}: {err})"
+        return QualityVerdict.skip(GateCode.UNREADABLE, why)
 
 
 def verdict_for_pixel_error(error: PixelError) -> QualityVerdict:

@@ -11,11 +11,12 @@ import pydicom
 import pytest
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_windowing
+from pydicom.pixels import apply_windowing, convert_color_space
 from pydicom.uid import (
     JPEG2000,
     MPEG2MPML,
     UID,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -229,6 +230,33 @@ def test_ybr_from_jpeg_baseline_is_converted(tmp_path: Path) -> None:
     ds = load_dicom(transcode(src, JPEGBaseline8Bit, tmp_path / "ybr.dcm"))
     assert ds.PhotometricInterpretation.startswith("YBR")
     assert np.abs(dicom_to_gray(ds) - PHANTOM).mean() < 0.01
+
+
+def test_native_ybr_full_is_converted() -> None:
+    ds = make_chest(rows=SIZE, columns=SIZE, photometric="RGB", modality="SC")
+    rgb = np.frombuffer(ds.PixelData, np.uint8).reshape(SIZE, SIZE, 3)
+    ds.PixelData = convert_color_space(rgb, "RGB", "YBR_FULL").tobytes()
+    ds.PhotometricInterpretation = "YBR_FULL"
+    np.testing.assert_allclose(dicom_to_gray(ds), PHANTOM, atol=3.5 / 255)
+
+
+def test_palette_colour_is_expanded_then_converted() -> None:
+    ds = make_chest(rows=SIZE, columns=SIZE, bits_stored=8, modality="SC")
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ramp = (np.arange(256) * 257).astype("<u2").tobytes()
+    for colour in ("Red", "Green", "Blue"):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", ramp)
+    np.testing.assert_allclose(dicom_to_gray(ds), PHANTOM, atol=0.6 / 255)
+
+
+@pytest.mark.parametrize("lut", ["modality_lut", "voi_lut"])
+def test_lut_data_is_read_in_big_endian_files(lut: str, tmp_path: Path) -> None:
+    _need_dcmtk()
+    src = write(make_chest(rows=64, columns=64, **{lut: True}), tmp_path / "le.dcm")
+    big = load_dicom(transcode(src, ExplicitVRBigEndian, tmp_path / "be.dcm"))
+    assert big.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    np.testing.assert_array_equal(dicom_to_gray(big), dicom_to_gray(load_dicom(src)))
 
 
 def _need_dcmtk() -> None:
