@@ -131,3 +131,33 @@ def test_bad_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="weights"):
         main(["train", "--task", "tb-vs-normal", "--data", str(data), "--out", str(tmp_path / "m"),
               "--arch", "compact", "--size", "32", "--cache", "", "--weights", "x.weights.h5"])
+
+
+def test_predict_on_dicom(tiny_models: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """predict takes DICOM: a chest radiograph is classified, an NM image is refused with a reason."""
+    from tests.dicom_factory import make_chest, make_nm, write
+
+    chest = write(make_chest(), tmp_path / "chest.dcm")
+    nm = write(make_nm(), tmp_path / "nm.dcm")
+    capsys.readouterr()
+    assert main(["predict", "--models", str(tiny_models), "--json", str(chest), str(nm)]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-2:]]
+    assert lines[0]["file"] == str(chest) and "tb_vs_normal" in lines[0]
+    assert "NM" in lines[1]["error"]
+
+
+def test_predict_on_real_dicom_samples(tiny_models: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import require_shared_data
+
+    root = require_shared_data("dicom")
+    chest = sorted((root / "chest").glob("*.dcm"))
+    other = sorted((root / "not-chest").glob("*.dcm"))
+    capsys.readouterr()
+    main(["predict", "--models", str(tiny_models), "--json", *map(str, chest + other)])
+    results = {Path(r["file"]).name: r for r in
+               (json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-len(chest + other):])}
+    for path in chest:
+        assert "finding" in results[path.name], results[path.name]
+    for path in other:
+        assert "error" in results[path.name], results[path.name]
