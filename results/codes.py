@@ -40,10 +40,12 @@ IMAGING_MEASUREMENT_REPORT: Final = Code("126000", "DCM", "Imaging Measurement R
 """Document title (CID 7021)."""
 
 FINDING: Final = Code("121071", "DCM", "Finding")
-"""Concept name of the coded finding in each measurement group (TID 1501 row 14)."""
+"""Concept name of one classifier's own coded finding (HL7 OBX-3). Not used for the SR's
+qualitative evaluations: TID 1501 gives (121071, DCM) to the group's Finding Type."""
 
 IMPRESSION: Final = Code("121073", "DCM", "Impression")
-"""Concept name of the study-level combined impression (TID 1500 row 13)."""
+"""Concept name of the combined finding: the coded qualitative evaluation of each TID 1501
+measurement group (CONTAINS CODE) and of the report (TID 1500 row 13)."""
 
 PROBABILITY: Final = Code("122157", "DCM", "Probability")
 """Concept name of a classifier's output probability (NUM, TID 300)."""

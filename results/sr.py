@@ -16,7 +16,7 @@ Content tree (PS3.16 TID 1500 "Measurement Report", built with highdicom)::
           NUM Probability (unit "1")      + TID 4019 of its classifier (name, version)
           NUM Threshold Value (unit "1")  + TID 4019 of its classifier
           (the two above for TB-vs-normal and for pneumonia-vs-TB)
-          CODE Finding = SNOMED CT tuberculosis / pneumonia / no abnormality detected
+          CODE Impression = SNOMED CT tuberculosis / pneumonia / no abnormality detected
       CONTAINS         Qualitative Evaluations (TID 1500 row 12)
           CODE Impression = the study's combined finding
           TEXT Impression Description = scores, thresholds and the combination rule
@@ -64,7 +64,6 @@ from inference.results import ClassifierScore, Prediction
 from results.codes import (
     COMBINATION_RULE,
     COMMENT,
-    FINDING,
     IMAGING_MEASUREMENT_REPORT,
     IMPRESSION,
     IMPRESSION_CODES,
@@ -207,7 +206,7 @@ def _group(label: str, sources: Sequence[Dataset], prediction: Prediction,
     tracking_uid = derive_uid(identity.uid_root, UidKind.TRACKING,
                               [study_uid, label, *models_key(prediction)])
     measurements = [m for score in _scores(prediction) for m in _score_measurements(score)]
-    finding = QualitativeEvaluation(FINDING, IMPRESSION_CODES[prediction.finding].code)
+    finding = QualitativeEvaluation(IMPRESSION, IMPRESSION_CODES[prediction.finding].code)
     return MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=label),
         algorithm_id=_combined_algorithm(prediction, identity),

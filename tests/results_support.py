@@ -43,8 +43,9 @@ def _blob(h: int, w: int) -> np.ndarray:
 
 def source(index: int = 1, rows: int = 256, columns: int = 256, **changes: Any) -> Dataset:
     """A CR chest image of the test study (instance ``index``)."""
-    ds = make_chest(rows=rows, columns=columns, study_uid=STUDY_UID, series_uid=SERIES_UID,
-                    sop_uid=f"{SERIES_UID}.{index}", **changes)
+    fields: dict[str, Any] = {"study_uid": STUDY_UID, "series_uid": SERIES_UID,
+                              "sop_uid": f"{SERIES_UID}.{index}", **changes}
+    ds = make_chest(rows=rows, columns=columns, **fields)
     ds.InstanceNumber = index
     return ds
 
