@@ -19,7 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 from pynetdicom import AE, StoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ComputedRadiographyImageStorage,
@@ -178,3 +193,27 @@ def store(port: int, items: Iterable[Dataset | Path], calling: str = "TESTSCU",
 
 def run_dcmtk(args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+STORESCU_PROPOSAL = {
+    ExplicitVRLittleEndian: "-xe", ImplicitVRLittleEndian: "-xi", ExplicitVRBigEndian: "-xb",
+    DeflatedExplicitVRLittleEndian: "-xd", JPEGBaseline8Bit: "-xy", JPEGExtended12Bit: "-xx",
+    JPEGLosslessSV1: "-xs", JPEGLSLossless: "-xt", JPEGLSNearLossless: "-xu",
+    JPEG2000Lossless: "-xv", JPEG2000: "-xw", RLELossless: "-xr",
+}
+"""storescu option that proposes each syntax (JPEG Lossless process 14 has none: pynetdicom)."""
+
+
+def storescu(port: int, files: list[Path], *options: str) -> str:
+    """Run DCMTK storescu; its output ending with ``rc=N``."""
+    done = run_dcmtk(["storescu", "-aec", OWN_AE, *options, "127.0.0.1", str(port),
+                      *map(str, files)])
+    return done.stdout + done.stderr + f"\nrc={done.returncode}"
+
+
+def storescu_as_encoded(port: int, path: Path) -> str:
+    """storescu one file, proposing only its own transfer syntax (no conversion)."""
+    meta = dcmread(path, force=True, stop_before_pixels=True).get("file_meta")
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    option = STORESCU_PROPOSAL.get(syntax) if syntax is not None else None
+    return storescu(port, [path], *(["-R", option] if option else []))

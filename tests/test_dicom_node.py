@@ -16,20 +16,9 @@ import pynetdicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import (
-    JPEG2000,
     UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
     JPEGBaseline8Bit,
-    JPEGExtended12Bit,
     JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
     generate_uid,
 )
 
@@ -39,24 +28,18 @@ from tests.conftest import require_shared_data
 from tests.dicom_factory import make_chest, transcode, write
 from tests.gateway_harness import (
     OWN_AE,
+    STORESCU_PROPOSAL,
     GatewayProcess,
     echo,
     free_port,
     gateway_config,
     run_dcmtk,
     store,
+    storescu,
+    storescu_as_encoded,
 )
 
 pytestmark = pytest.mark.slow
-
-STORESCU_PROPOSAL = {
-    ExplicitVRLittleEndian: "-xe", ImplicitVRLittleEndian: "-xi", ExplicitVRBigEndian: "-xb",
-    DeflatedExplicitVRLittleEndian: "-xd", JPEGBaseline8Bit: "-xy", JPEGExtended12Bit: "-xx",
-    JPEGLosslessSV1: "-xs", JPEGLSLossless: "-xt", JPEGLSNearLossless: "-xu",
-    JPEG2000Lossless: "-xv", JPEG2000: "-xw", RLELossless: "-xr",
-}
-"""storescu option that proposes each syntax (JPEG Lossless process 14 has none: pynetdicom)."""
-
 
 def _need_dcmtk() -> None:
     if shutil.which("storescu") is None:
@@ -82,13 +65,6 @@ def spooled(gateway: GatewayProcess, sop_uid: str) -> list[Path]:
     return sorted(p for p in gateway.spool.glob("2*/*.dcm") if p.name.startswith(sop_uid))
 
 
-def storescu(gateway: GatewayProcess, files: list[Path], *options: str) -> str:
-    """Run DCMTK storescu; its output ending with ``rc=N``."""
-    done = run_dcmtk(["storescu", "-aec", OWN_AE, *options, "127.0.0.1", str(gateway.port),
-                      *map(str, files)])
-    return done.stdout + done.stderr + f"\nrc={done.returncode}"
-
-
 def test_echoscu_is_answered(gateway: GatewayProcess) -> None:
     done = run_dcmtk(["echoscu", "-aec", OWN_AE, "127.0.0.1", str(gateway.port)])
     assert done.returncode == 0, done.stderr
@@ -111,7 +87,7 @@ def test_storescu_cr_and_dx_are_spooled_and_journaled(gateway: GatewayProcess,
                                                       tmp_path: Path) -> None:
     sent = [chest(modality="CR"), chest(modality="DX", bits_stored=14)]
     files = [write(ds, tmp_path / f"{i}.dcm") for i, ds in enumerate(sent)]
-    out = storescu(gateway, files)
+    out = storescu(gateway.port, files)
     assert "rc=0" in out, out
     for ds in sent:
         row = gateway.rows("SELECT state, sop_class_uid, study_uid, calling_ae FROM instances "
@@ -131,7 +107,7 @@ def test_every_transfer_syntax_is_accepted_as_sent(gateway: GatewayProcess, tmp_
     src = write(chest(bits_stored=bits), tmp_path / "src.dcm")
     encoded = transcode(src, syntax, tmp_path / "encoded.dcm")
     uid = pydicom.dcmread(encoded).SOPInstanceUID
-    out = storescu(gateway, [encoded], "-R", STORESCU_PROPOSAL[syntax])
+    out = storescu_as_encoded(gateway.port, encoded)
     assert "rc=0" in out, out
     [path] = spooled(gateway, uid)
     back = pydicom.dcmread(path)
@@ -182,10 +158,7 @@ def test_real_samples_are_accepted(gateway: GatewayProcess) -> None:
     folder = require_shared_data("dicom")
     files = sorted(folder.glob("*/*.dcm"))
     for f in files:
-        meta = pydicom.dcmread(f, force=True, stop_before_pixels=True).get("file_meta")
-        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-        proposal = STORESCU_PROPOSAL.get(syntax) if syntax in STORESCU_PROPOSAL else None
-        out = storescu(gateway, [f], *(["-R", proposal] if proposal else []))
+        out = storescu_as_encoded(gateway.port, f)
         assert "rc=0" in out, out
     for f in files:
         uid = pydicom.dcmread(f, force=True).SOPInstanceUID
