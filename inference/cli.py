@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from inference.results import Prediction, prediction_to_dict
@@ -51,9 +50,11 @@ def predict_file(engine: InferenceEngine, path: Path) -> Prediction:
 
 def _describe(path: Path, p: Prediction) -> str:
     tb, pn = p.tb_vs_normal, p.pneumonia_vs_tb
-    return (f"{path}: {p.finding.value}\n"
-            f"  TB vs normal     {tb.score:.3f} (threshold {tb.threshold:.3f}, {tb.model_name} {tb.model_version})\n"
-            f"  pneumonia vs TB  {pn.score:.3f} (threshold {pn.threshold:.3f}, {pn.model_name} {pn.model_version})")
+    lines = [f"{path}: {p.finding.value}"]
+    for title, s in (("TB vs normal   ", tb), ("pneumonia vs TB", pn)):
+        lines.append(f"  {title} {s.score:.3f} (threshold {s.threshold:.3f}, "
+                     f"{s.model_name} {s.model_version})")
+    return "\n".join(lines)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

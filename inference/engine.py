@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,14 +49,14 @@ class TfliteModel:
         return float(score.reshape(-1)[0]), cam[0]
 
     def _quantise(self, x: NDArray[np.float32]) -> NDArray[np.generic]:
-        scale, zero = self._input["quantization"]
+        scale, zero = (float(v) for v in self._input["quantization"])
         if self._input["dtype"] == np.float32 or scale == 0:
             return x.astype(self._input["dtype"])
         return np.round(x / scale + zero).astype(self._input["dtype"])
 
     @staticmethod
-    def _dequantise(detail: dict[str, object], y: NDArray[np.generic]) -> NDArray[np.float32]:
-        scale, zero = detail["quantization"]  # type: ignore[misc]
+    def _dequantise(detail: dict[str, Any], y: NDArray[np.generic]) -> NDArray[np.float32]:
+        scale, zero = (float(v) for v in detail["quantization"])
         if scale == 0:
             return y.astype(np.float32)
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)

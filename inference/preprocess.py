@@ -34,7 +34,7 @@ class PreprocessError(ValueError):
     """The image cannot be turned into a model input (empty, flat, wrong shape)."""
 
 
-def crop_margin(gray: NDArray[np.floating], margin: float = CROP_MARGIN) -> NDArray[np.floating]:
+def crop_margin(gray: NDArray[np.float32], margin: float = CROP_MARGIN) -> NDArray[np.float32]:
     """Cut ``margin`` of the height and width away on every side."""
     h, w = gray.shape
     dy, dx = int(round(h * margin)), int(round(w * margin))
@@ -71,7 +71,7 @@ def preprocess_gray(gray: NDArray[np.generic], size: int = DEFAULT_INPUT_SIZE) -
     if min(gray.shape) < 32:
         raise PreprocessError(f"image too small ({gray.shape[1]}x{gray.shape[0]} pixels)")
     cropped = crop_margin(gray.astype(np.float32, copy=False))
-    small = cv2.resize(cropped, (size, size), interpolation=cv2.INTER_AREA)
+    small = np.asarray(cv2.resize(cropped, (size, size), interpolation=cv2.INTER_AREA), np.float32)
     return equalise(percentile_window(small))
 
 

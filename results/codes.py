@@ -16,7 +16,7 @@ from typing import Final
 
 from pydicom.sr.coding import Code
 
-from inference.results import ClassifierScore, Finding
+from inference.results import ClassifierScore, Finding, Prediction
 
 
 class FindingCode(Enum):
@@ -129,3 +129,14 @@ def label_code(label: str) -> FindingCode:
 def classifier_finding(score: ClassifierScore) -> FindingCode:
     """What one classifier says on its own: its positive label at/above threshold, else negative."""
     return label_code(score.positive_label if score.positive else score.negative_label)
+
+
+def impression_summary(prediction: Prediction) -> str:
+    """One paragraph a radiologist can read: impression, each score against its threshold."""
+    parts = [f"Impression: {IMPRESSION_TEXT[prediction.finding]}."]
+    for score in (prediction.tb_vs_normal, prediction.pneumonia_vs_tb):
+        parts.append(f"{score.classifier} ({score.model_name} {score.model_version}): "
+                     f"probability {score.score:.3f}, threshold {score.threshold:.3f}, "
+                     f"favours {classifier_finding(score).code.meaning.lower()}.")
+    parts.append(f"Rule: {COMBINATION_RULE}")
+    return " ".join(parts)

@@ -68,14 +68,13 @@ from results.codes import (
     IMPRESSION,
     IMPRESSION_CODES,
     IMPRESSION_DESCRIPTION,
-    IMPRESSION_TEXT,
     NO_UNITS,
     PLAIN_CHEST_XRAY,
     PROBABILITY,
     QUALITATIVE_EVALUATIONS,
     SR_DISCLAIMER,
     THRESHOLD_VALUE,
-    classifier_finding,
+    impression_summary,
 )
 from results.evidence import ClassifiedImage, check_images
 from results.identity import (
@@ -247,17 +246,6 @@ def _combined_algorithm(prediction: Prediction,
         name=COMBINED_ALGORITHM_NAME, version=identity.software_version,
         parameters=[COMBINATION_RULE], manufacturer=identity.manufacturer,
     )
-
-
-def impression_summary(prediction: Prediction) -> str:
-    """One paragraph a radiologist can read: impression, each score against its threshold."""
-    parts = [f"Impression: {IMPRESSION_TEXT[prediction.finding]}."]
-    for score in _scores(prediction):
-        parts.append(f"{score.classifier} ({score.model_name} {score.model_version}): "
-                     f"probability {score.score:.3f}, threshold {score.threshold:.3f}, "
-                     f"favours {classifier_finding(score).code.meaning.lower()}.")
-    parts.append(f"Rule: {COMBINATION_RULE}")
-    return " ".join(parts)
 
 
 def _report_evaluations(prediction: Prediction) -> ContainerContentItem:

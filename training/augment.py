@@ -37,8 +37,9 @@ def _affine(img: NDArray[np.uint8], rng: np.random.Generator, cfg: AugmentConfig
     scale = 1.0 + rng.uniform(-cfg.zoom, cfg.zoom)
     m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
     m[:, 2] += rng.uniform(-cfg.shift, cfg.shift, 2) * size
-    return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT_101)
+    warped = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT_101)
+    return np.asarray(warped, dtype=np.uint8)
 
 
 def _photometric(x: NDArray[np.float32], rng: np.random.Generator,
@@ -48,7 +49,7 @@ def _photometric(x: NDArray[np.float32], rng: np.random.Generator,
     contrast = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
     x = (x - 0.5) * contrast + 0.5 + rng.uniform(-cfg.brightness, cfg.brightness)
     if rng.random() < cfg.blur_p:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5))
+        x = np.asarray(cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5)), dtype=np.float32)
     if rng.random() < cfg.noise_p:
         x = x + rng.normal(0.0, rng.uniform(0.01, 0.04), x.shape).astype(np.float32)
     return np.clip(x, 0.0, 1.0).astype(np.float32)
@@ -57,9 +58,10 @@ def _photometric(x: NDArray[np.float32], rng: np.random.Generator,
 def _jpeg(x: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
     u8 = np.round(x * 255).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
-    if not ok:
+    decoded = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else None
+    if decoded is None:
         return x
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+    return decoded.astype(np.float32) / np.float32(255.0)
 
 
 def augment(img: NDArray[np.uint8], rng: np.random.Generator,

@@ -142,7 +142,7 @@ def load_gray(path: Path) -> NDArray[np.uint8] | None:
     if data.size == 0:
         return None
     img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-    return img if img is not None and img.size else None
+    return np.asarray(img, dtype=np.uint8) if img is not None and img.size else None
 
 
 def load_images(records: list[Record], size: int) -> ImageSet:

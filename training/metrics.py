@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 
@@ -41,21 +41,21 @@ def _ratio(a: float, b: float) -> float:
     return float(a / b) if b else float("nan")
 
 
-def sensitivity_at_specificity(y: NDArray[np.integer], s: NDArray[np.floating], spec: float) -> float:
+def sensitivity_at_specificity(y: ArrayLike, s: ArrayLike, spec: float) -> float:
     """Highest sensitivity among thresholds whose specificity is at least ``spec``."""
     fpr, tpr, _ = roc_curve(y, s)
     ok = (1.0 - fpr) >= spec - 1e-12
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def specificity_at_sensitivity(y: NDArray[np.integer], s: NDArray[np.floating], sens: float) -> float:
+def specificity_at_sensitivity(y: ArrayLike, s: ArrayLike, sens: float) -> float:
     """Highest specificity among thresholds whose sensitivity is at least ``sens``."""
     fpr, tpr, _ = roc_curve(y, s)
     ok = tpr >= sens - 1e-12
     return float((1.0 - fpr[ok]).max()) if ok.any() else 0.0
 
 
-def binary_metrics(y: NDArray[np.integer], s: NDArray[np.floating], threshold: float) -> BinaryMetrics:
+def binary_metrics(y: ArrayLike, s: ArrayLike, threshold: float) -> BinaryMetrics:
     """All metrics of scores ``s`` against 0/1 labels ``y`` at ``threshold`` (score >= threshold)."""
     y = np.asarray(y).astype(int)
     s = np.asarray(s, dtype=float)
@@ -82,7 +82,7 @@ def binary_metrics(y: NDArray[np.integer], s: NDArray[np.floating], threshold: f
     )
 
 
-def threshold_for_sensitivity(y: NDArray[np.integer], s: NDArray[np.floating], target: float) -> float:
+def threshold_for_sensitivity(y: ArrayLike, s: ArrayLike, target: float) -> float:
     """The highest threshold whose sensitivity on (y, s) is at least ``target``.
 
     The rule used to choose every shipped operating point, on the validation
@@ -95,7 +95,7 @@ def threshold_for_sensitivity(y: NDArray[np.integer], s: NDArray[np.floating], t
     return float(pos[min(k, pos.size - 1)])
 
 
-def per_source_metrics(y: NDArray[np.integer], s: NDArray[np.floating], sources: list[str],
+def per_source_metrics(y: ArrayLike, s: ArrayLike, sources: list[str],
                        threshold: float) -> dict[str, dict[str, object]]:
     """Metrics of each source against all images of the other class.
 
@@ -103,6 +103,7 @@ def per_source_metrics(y: NDArray[np.integer], s: NDArray[np.floating], sources:
     the opposite class in the same set (e.g. qatar-tb vs all normals).
     """
     y = np.asarray(y).astype(int)
+    scores = np.asarray(s, dtype=float)
     src = np.asarray(sources)
     out: dict[str, dict[str, object]] = {}
     for name in sorted(set(sources)):
@@ -110,5 +111,5 @@ def per_source_metrics(y: NDArray[np.integer], s: NDArray[np.floating], sources:
         labels = set(y[mine].tolist())
         other = np.isin(y, [1 - v for v in labels]) & ~mine
         mask = mine | other if len(labels) == 1 else mine
-        out[name] = binary_metrics(y[mask], s[mask], threshold).as_dict()
+        out[name] = binary_metrics(y[mask], scores[mask], threshold).as_dict()
     return out

@@ -18,7 +18,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from training.card import CardInfo, write_card, write_model_json
-from training.data import ImageSet, Record, dataset_hash, describe, load_images, load_split_cached, read_records
+from training.data import (
+    ImageSet,
+    Record,
+    dataset_hash,
+    describe,
+    load_images,
+    load_split_cached,
+    read_records,
+)
 from training.evaluate import SetResult, as_model_input, score_set, write_report
 from training.export import ParityReport, export_model
 from training.metrics import threshold_for_sensitivity
@@ -79,7 +87,8 @@ def run(args: PipelineArgs) -> dict[str, object]:
     _log_to_file(args.out / "train.log")
     task = task_with_negatives(args.task, args.negatives)
     records = read_records(args.data, seed=args.config.seed)
-    splits = {s: load_split_cached(records, s, args.config.size, args.cache) for s in ("train", "val", "test")}
+    splits = {s: load_split_cached(records, s, args.config.size, args.cache)
+              for s in ("train", "val", "test")}
     log.info("data %s: train %s", args.data, describe(splits["train"]))
     model, history = train(splits["train"], splits["val"], task, args.config, args.out)
     plot_history(history, args.out / "training-curves.png")
