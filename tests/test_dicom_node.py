@@ -6,6 +6,8 @@ classification path is in ``test_dicom_node_e2e.py``.
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 import pydicom
 import pynetdicom
 import pytest
+import yaml
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
@@ -22,6 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from dicom_node import cli
 from dicom_node.status import StoreStatus
 from inference.pixels import dicom_to_gray
 from tests.conftest import require_shared_data
@@ -179,3 +183,38 @@ def test_full_spool_answers_out_of_resources(tmp_path: Path) -> None:
         assert "0xA700 out of resources" in proc.log()
     finally:
         assert proc.stop() == 0
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def test_echo_command_by_destination_name(gateway: GatewayProcess, tmp_path: Path) -> None:
+    config = tmp_path / "echo.yaml"
+    config.write_text(yaml.safe_dump({
+        "dicom": {"ae_title": "ECHOSCU", "accept_any_caller": True},
+        "destinations": {"dicom": [
+            {"name": "gateway", "ae_title": OWN_AE, "host": "127.0.0.1", "port": gateway.port},
+            {"name": "wrong-ae", "ae_title": "NOTTHEGW", "host": "127.0.0.1",
+             "port": gateway.port}]}}))
+    assert _cli(["echo", "gateway", "--config", str(config)]) == 0
+    assert _cli(["echo", "wrong-ae", "--config", str(config)]) == 1
+    assert _cli(["echo", "absent", "--config", str(config)]) == 2
+    assert _cli(["echo", "--host", "127.0.0.1", "--port", str(gateway.port), "--aet", OWN_AE,
+                 "--config", str(config)]) == 0
+
+
+def test_status_command_shows_counts_and_recent(gateway: GatewayProcess,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    ds = chest()
+    assert store(gateway.port, [ds]) == [StoreStatus.SUCCESS]
+    assert _cli(["status", "--config", str(gateway.config_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["queued"] >= 1
+    assert ds.SOPInstanceUID in [r["sop_instance_uid"] for r in report["recent"]]
+    assert _cli(["status", "--config", str(gateway.config_path)]) == 0
+    assert "queue: queued" in capsys.readouterr().out
