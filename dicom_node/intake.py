@@ -59,6 +59,13 @@ class Intake:
 
     def handle_store(self, event: Event) -> int:
         """C-STORE: validate -> spool -> journal -> Success; see the module docstring."""
+        try:
+            return self._store(event)
+        except Exception:
+            log.exception("C-STORE: unexpected error; answering 0xA700")
+            return StoreStatus.OUT_OF_RESOURCES
+
+    def _store(self, event: Event) -> int:
         calling = event.assoc.requestor.ae_title
         try:
             identity = identify(event.dataset, str(event.request.AffectedSOPClassUID))
@@ -74,10 +81,7 @@ class Intake:
         except PersistError as err:
             log.error("C-STORE %s refused (0xA700 out of resources): %s",
                       identity.sop_instance_uid, err)
-        except Exception:
-            log.exception("C-STORE %s: unexpected error; answering 0xA700",
-                          identity.sop_instance_uid)
-        return StoreStatus.OUT_OF_RESOURCES
+            return StoreStatus.OUT_OF_RESOURCES
 
     def _persist(self, event: Event, identity: Identity, calling: str) -> int:
         if self.journal.has_instance(identity.sop_instance_uid):

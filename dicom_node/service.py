@@ -92,6 +92,8 @@ def start_gateway(settings: Settings, sink: ResultSink | None = None,
         server = start_scp(settings, Intake(spool, journal))
     except StartupError:
         stop.set()
+        for thread in threads:
+            thread.join()
         journal.close()
         raise
     return Gateway(settings, journal, server, threads, stop)

@@ -218,3 +218,11 @@ def test_status_command_shows_counts_and_recent(gateway: GatewayProcess,
     assert ds.SOPInstanceUID in [r["sop_instance_uid"] for r in report["recent"]]
     assert _cli(["status", "--config", str(gateway.config_path)]) == 0
     assert "queue: queued" in capsys.readouterr().out
+
+
+def test_port_in_use_stops_startup_with_the_key_named(gateway: GatewayProcess,
+                                                      tmp_path: Path) -> None:
+    second = GatewayProcess(tmp_path, gateway_config(tmp_path, gateway.port)).start(wait=False)
+    assert second.proc is not None and second.proc.wait(120) == 2
+    assert "set dicom.bind_address/dicom.port to a free local address" in second.log()
+    assert echo(gateway.port) == 0
