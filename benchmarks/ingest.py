@@ -75,15 +75,15 @@ def storescp_rate(work: Path, files: list[Path]) -> float:
     return len(files) / seconds
 
 
-def gateway(folder: Path, workers: int) -> GatewayProcess:
+def gateway(folder: Path, workers: int, models: Path = MODELS_DIR) -> GatewayProcess:
     inference: dict[str, object] = {"workers": workers, "threads_per_model": 1}
     if workers:
-        inference["models_dir"] = str(MODELS_DIR)
+        inference["models_dir"] = str(models)
     return GatewayProcess(folder, gateway_config(folder, free_port(), inference=inference))
 
 
-def gateway_rate(folder: Path, files: list[Path], workers: int) -> float:
-    proc = gateway(folder, workers).start()
+def gateway_rate(folder: Path, files: list[Path], workers: int, models: Path) -> float:
+    proc = gateway(folder, workers, models).start()
     try:
         seconds = send(proc.port, files, OWN_AE)
         assert proc.rows("SELECT COUNT(*) FROM instances")[0][0] == len(files)
@@ -92,12 +92,13 @@ def gateway_rate(folder: Path, files: list[Path], workers: int) -> float:
     return len(files) / seconds
 
 
-def classification(folder: Path, files: list[Path], workers: int) -> tuple[float, int]:
+def classification(folder: Path, files: list[Path], workers: int,
+                   models: Path) -> tuple[float, int]:
     """Images/s of ``workers`` classifying the queued files, and peak RSS in MB."""
     intake = gateway(folder, 0).start()
     send(intake.port, files, OWN_AE)
     intake.stop()
-    proc = gateway(folder, workers).start(wait=False)
+    proc = gateway(folder, workers, models).start(wait=False)
     assert proc.proc is not None
     try:
         start = time.perf_counter()
@@ -116,16 +117,18 @@ def _peak_rss_mb(pid: int) -> int:
     return -1
 
 
-def models_present() -> bool:
-    return all((MODELS_DIR / t / "model.tflite").is_file()
-               for t in ("tb-vs-normal", "pneumonia-vs-tb"))
+def models_present(models: Path) -> bool:
+    return all((models / t / "model.tflite").is_file() for t in ("tb-vs-normal", "pneumonia-vs-tb"))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--models", type=Path, default=MODELS_DIR,
+                        help=f"models folder (default: the shipped {MODELS_DIR})")
     args = parser.parse_args()
+    models: Path = args.models
     with tempfile.TemporaryDirectory(prefix="cxr-ingest-") as tmp:
         work = Path(tmp)
         files = make_files(work / "files", args.images, args.size)
@@ -133,19 +136,19 @@ def main() -> int:
         print(f"{len(files)} images of {args.size}x{args.size} 16-bit, {mb:.0f} MB")
         base = storescp_rate(work, files)
         print(f"DCMTK storescp:                  {base:7.1f} images/s")
-        if models_present():
-            busy = gateway_rate(work / "gw-busy", files, workers=1)
+        if models_present(models):
+            busy = gateway_rate(work / "gw-busy", files, 1, models)
             print(f"gateway, 1 worker classifying:   {busy:7.1f} images/s  "
                   f"ratio {busy / base:.2f}")
         else:
-            print(f"(models absent in {MODELS_DIR}: no background classification)")
-        idle = gateway_rate(work / "gw-intake", files, workers=0)
+            print(f"(models absent in {models}: no background classification)")
+        idle = gateway_rate(work / "gw-intake", files, 0, models)
         print(f"gateway, intake only:            {idle:7.1f} images/s  ratio {idle / base:.2f}")
-        if not models_present():
-            print("classification throughput skipped: shipped models are absent")
+        if not models_present(models):
+            print(f"classification throughput skipped: no models in {models}")
             return 0
         for workers in (1, 2):
-            rate, peak = classification(work / f"classify-{workers}", files, workers)
+            rate, peak = classification(work / f"classify-{workers}", files, workers, models)
             print(f"classification, {workers} worker(s):     {rate:7.1f} images/s  "
                   f"peak RSS {peak} MB")
             shutil.rmtree(work / f"classify-{workers}")
