@@ -1,0 +1,248 @@
+"""The outbox: one row per result object and destination, kept until acknowledged.
+
+Rows live in their own table of the journal's SQLite database (WAL,
+``synchronous=FULL``), so a result that was handed over survives a crash and
+is delivered after a restart. States::
+
+    pending --(peer acknowledged)--> delivered
+    pending --(failure, attempts < max)--> pending, next attempt after a backoff
+    pending --(failure, attempts = max)--> dead      (visible; ``retry`` makes it pending)
+    pending --(a newer revision of the same study)--> superseded
+
+Idempotent: ``UNIQUE (channel, destination, object_uid)`` with the derived
+SOP Instance UIDs and HL7 control IDs means a study handed over twice (after
+a crash) is queued once, and a row is never delivered again once delivered.
+A crash *during* a send leaves the row pending: it is sent again with the same
+UID / control ID, which the receiver recognises.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    object_uid TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (channel, destination, object_uid)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+"""
+
+_COLUMNS = ("id, study_uid, revision, kind, object_uid, channel, destination, payload, state,"
+            " attempts, next_attempt_at, last_error")
+
+
+class OutboxError(RuntimeError):
+    """The outbox database cannot be opened or written (names the file)."""
+
+
+class Channel(StrEnum):
+    DICOM = "dicom"  # C-STORE; payload is the path of the DICOM file
+    HL7 = "hl7"  # MLLP; payload is the ER7 message text
+
+
+class Kind(StrEnum):
+    SR = "sr"
+    HEATMAP = "heatmap"
+    ORU = "oru"
+
+
+class RowState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How often and how patiently to retry (delays grow 2x per failed attempt)."""
+
+    max_attempts: int = 8
+    backoff_base_s: float = 5.0
+    backoff_max_s: float = 900.0
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failure: base * 2**(attempts-1), capped."""
+        return float(min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, attempts - 1)))
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One object for one destination, as the sink enqueues it."""
+
+    study_uid: str
+    revision: int
+    kind: Kind
+    object_uid: str
+    channel: Channel
+    destination: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    study_uid: str
+    revision: int
+    kind: Kind
+    object_uid: str
+    channel: Channel
+    destination: str
+    payload: str
+    state: RowState
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+
+
+class Outbox:
+    """The outbox table; thread-safe (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                       timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise OutboxError(f"outbox {path}: cannot open ({err}); check storage.database") from err
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as err:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(err, sqlite3.Error):
+                    raise OutboxError(f"outbox {self.path}: {err}") from err
+                raise
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as err:
+                raise OutboxError(f"outbox {self.path}: {err}") from err
+
+    def enqueue(self, items: Sequence[NewDelivery], now: float | None = None) -> int:
+        """Queue ``items`` in one transaction; returns how many were new.
+
+        Pending rows of an older revision of the same study, kind and
+        destination are superseded by a different object (the newer report);
+        an object that is the same in both revisions (a heatmap) keeps its row.
+        """
+        now = time.time() if now is None else now
+        added = 0
+        with self._write() as db:
+            for item in items:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO outbox (study_uid, revision, kind, object_uid, channel,"
+                    " destination, payload, state, next_attempt_at, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (item.study_uid, item.revision, item.kind, item.object_uid, item.channel,
+                     item.destination, item.payload, RowState.PENDING, now, now, now))
+                added += cur.rowcount
+                db.execute(
+                    "UPDATE outbox SET state = ?, updated_at = ? WHERE state = ? AND study_uid = ?"
+                    " AND kind = ? AND channel = ? AND destination = ? AND revision < ?"
+                    " AND object_uid != ?",
+                    (RowState.SUPERSEDED, now, RowState.PENDING, item.study_uid, item.kind,
+                     item.channel, item.destination, item.revision, item.object_uid))
+        return added
+
+    def due(self, now: float | None = None, limit: int = 20) -> list[OutboxRow]:
+        """Pending rows whose next attempt is due, oldest first."""
+        now = time.time() if now is None else now
+        rows = self._read(f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ?"
+                          " ORDER BY next_attempt_at, id LIMIT ?", (RowState.PENDING, now, limit))
+        return [_row(r) for r in rows]
+
+    def mark_delivered(self, row_id: int, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._write() as db:
+            db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = NULL,"
+                       " updated_at = ? WHERE id = ?", (RowState.DELIVERED, now, row_id))
+
+    def mark_failed(self, row_id: int, error: str, policy: DeliveryPolicy,
+                    now: float | None = None) -> RowState:
+        """Count a failed attempt: back off, or dead-letter after ``policy.max_attempts``."""
+        now = time.time() if now is None else now
+        with self._write() as db:
+            found = db.execute("SELECT attempts FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            if found is None:
+                raise OutboxError(f"outbox {self.path}: no row {row_id}")
+            attempts = int(found[0]) + 1
+            state = RowState.DEAD if attempts >= policy.max_attempts else RowState.PENDING
+            db.execute("UPDATE outbox SET state = ?, attempts = ?, last_error = ?,"
+                       " next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                       (state, attempts, error, now + policy.delay(attempts), now, row_id))
+        return state
+
+    def retry(self, row_ids: Sequence[int] | None = None, now: float | None = None) -> int:
+        """Make dead rows pending again (all of them, or ``row_ids``); returns how many."""
+        now = time.time() if now is None else now
+        where, args = "state = ?", [RowState.DEAD.value]
+        if row_ids is not None:
+            where += f" AND id IN ({', '.join('?' for _ in row_ids)})"
+            args.extend(str(i) for i in row_ids)
+        with self._write() as db:
+            cur = db.execute(f"UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?,"
+                             f" updated_at = ? WHERE {where}",
+                             (RowState.PENDING, now, now, *args))
+        return cur.rowcount
+
+    def rows(self, state: RowState | None = None, limit: int = 50) -> list[OutboxRow]:
+        """Most recently updated rows (of one state), for status and the console."""
+        where, args = ("WHERE state = ?", (state.value,)) if state else ("", ())
+        found = self._read(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY updated_at DESC, id"
+                           " DESC LIMIT ?", (*args, limit))
+        return [_row(r) for r in found]
+
+    def counts(self) -> dict[RowState, int]:
+        found = {str(s): int(str(n)) for s, n in
+                 self._read("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
+        return {s: found.get(s.value, 0) for s in RowState}
+
+
+def _row(r: tuple[object, ...]) -> OutboxRow:
+    return OutboxRow(
+        id=int(str(r[0])), study_uid=str(r[1]), revision=int(str(r[2])), kind=Kind(str(r[3])),
+        object_uid=str(r[4]), channel=Channel(str(r[5])), destination=str(r[6]),
+        payload=str(r[7]), state=RowState(str(r[8])), attempts=int(str(r[9])),
+        next_attempt_at=float(str(r[10])), last_error=None if r[11] is None else str(r[11]))

@@ -1,0 +1,98 @@
+"""From a study result to outbox rows: build the SR, heatmaps and ORU, store them, queue them.
+
+:class:`OutboxSink` is the ``ResultSink`` the DICOM node's aggregator calls
+(``dicom_node.aggregation.ResultSink``). It returns only when every object is
+written (temp file, fsync, rename) and every row committed, so a result the
+aggregator marks reported is never lost. It raises on failure, and the
+aggregator hands the study over again later; UIDs and control IDs are
+derived, so doing the work twice queues nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from config.schema import Hl7Destination
+from delivery.outbox import Channel, Kind, NewDelivery, Outbox
+from dicom_node.aggregation import StudyResult
+from hl7_link.oru import Hl7Endpoints, StudyFacts, build_oru, control_id_for
+from results.evidence import ClassifiedImage
+from results.identity import GatewayIdentity
+from results.secondary_capture import build_heatmap_sc
+from results.sr import build_sr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboxSink:
+    """Builds every result object of a study and queues one row per object and destination."""
+
+    outbox: Outbox
+    identity: GatewayIdentity
+    results_dir: Path
+    dicom_destinations: Sequence[str]
+    hl7_destinations: Sequence[Hl7Destination]
+    heatmap: bool = True
+
+    def study_ready(self, study: StudyResult) -> None:
+        images = [ClassifiedImage(dcmread(image.path), image.prediction) for image in study.images]
+        objects = self._dicom_objects(images, study)
+        rows = [NewDelivery(study.study_uid, study.revision, kind, uid, Channel.DICOM, name,
+                            str(path))
+                for kind, uid, path in objects for name in self.dicom_destinations]
+        sr_uid = objects[0][1]
+        representative = next(i for i in images
+                              if i.sop_instance_uid == study.representative.sop_instance_uid)
+        rows.extend(self._hl7_rows(study, representative.dataset, sr_uid))
+        added = self.outbox.enqueue(rows)
+        log.info("study %s revision %d: %d object(s), %d new outbox row(s)", study.study_uid,
+                 study.revision, len(objects), added)
+
+    def _dicom_objects(self, images: list[ClassifiedImage],
+                       study: StudyResult) -> list[tuple[Kind, str, Path]]:
+        """(kind, SOP Instance UID, file) of the SR and, when enabled, each heatmap picture."""
+        sr = build_sr(images, study.prediction, self.identity)
+        objects = [(Kind.SR, str(sr.SOPInstanceUID), self._store(sr))]
+        if self.heatmap:
+            for image in images:
+                if image.prediction.heatmap is not None:
+                    sc = build_heatmap_sc(image, self.identity)
+                    objects.append((Kind.HEATMAP, str(sc.SOPInstanceUID), self._store(sc)))
+        return objects
+
+    def _hl7_rows(self, study: StudyResult, source: Dataset, sr_uid: str) -> list[NewDelivery]:
+        facts = StudyFacts.from_dataset(source)
+        rows = []
+        for peer in self.hl7_destinations:
+            control_id = control_id_for(sr_uid, peer.name)
+            endpoints = Hl7Endpoints(peer.sending_application, peer.sending_facility,
+                                     peer.receiving_application, peer.receiving_facility)
+            message = build_oru(facts, study.prediction, endpoints, control_id)
+            rows.append(NewDelivery(study.study_uid, study.revision, Kind.ORU, control_id,
+                                    Channel.HL7, peer.name, message))
+        return rows
+
+    def _store(self, ds: Dataset) -> Path:
+        """Write ``ds`` durably as ``<SOP Instance UID>.dcm`` (temp file, fsync, rename)."""
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        final = self.results_dir / f"{ds.SOPInstanceUID}.dcm"
+        handle, temp = tempfile.mkstemp(dir=self.results_dir, suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                ds.save_as(out, enforce_file_format=True)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, final)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return final

@@ -1,0 +1,220 @@
+"""The outbox: rows, backoff, dead-letter, retry, restart; delivery to real DICOM and HL7 peers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from config.schema import DicomDestination, Hl7Destination
+from delivery.dispatcher import Dispatcher
+from delivery.outbox import (
+    Channel,
+    DeliveryPolicy,
+    Kind,
+    NewDelivery,
+    Outbox,
+    RowState,
+)
+from delivery.senders import DicomStoreSender, MllpSender, Sender
+from delivery.sink import OutboxSink
+from dicom_node.aggregation import ImageResult, StudyResult
+from tests.dicom_factory import write
+from tests.mllp_listener import Answer, MllpListener
+from tests.results_support import IDENTITY, STUDY_UID, prediction, source
+
+POLICY = DeliveryPolicy(max_attempts=3, backoff_base_s=10.0, backoff_max_s=25.0)
+T0 = 1_000_000.0
+
+
+def _item(uid: str = "1.2.3.4", revision: int = 1, kind: Kind = Kind.SR,
+          destination: str = "pacs") -> NewDelivery:
+    return NewDelivery(STUDY_UID, revision, kind, uid, Channel.DICOM, destination, "/x.dcm")
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    box = Outbox(tmp_path / "journal.sqlite")
+    yield box
+    box.close()
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [POLICY.delay(n) for n in (1, 2, 3, 4)] == [10.0, 20.0, 25.0, 25.0]
+
+
+def test_enqueue_is_idempotent_per_destination(outbox: Outbox) -> None:
+    assert outbox.enqueue([_item(), _item(destination="backup")], now=T0) == 2
+    assert outbox.enqueue([_item(), _item(destination="backup")], now=T0) == 0
+    assert [r.destination for r in outbox.due(T0)] == ["pacs", "backup"]
+
+
+def test_failures_back_off_then_dead_letter_then_retry(outbox: Outbox) -> None:
+    outbox.enqueue([_item()], now=T0)
+    row = outbox.due(T0)[0]
+    assert outbox.mark_failed(row.id, "refused", POLICY, now=T0) is RowState.PENDING
+    assert outbox.due(T0 + 9) == [] and len(outbox.due(T0 + 10)) == 1
+    assert outbox.mark_failed(row.id, "refused", POLICY, now=T0 + 10) is RowState.PENDING
+    assert outbox.mark_failed(row.id, "AE", POLICY, now=T0 + 30) is RowState.DEAD
+    dead = outbox.rows(RowState.DEAD)
+    assert [(r.attempts, r.last_error) for r in dead] == [(3, "AE")]
+    assert outbox.due(T0 + 10_000) == []
+    assert outbox.retry(now=T0 + 40) == 1
+    again = outbox.due(T0 + 40)
+    assert [(r.state, r.attempts) for r in again] == [(RowState.PENDING, 0)]
+
+
+def test_delivered_rows_are_never_due_again(outbox: Outbox) -> None:
+    outbox.enqueue([_item()], now=T0)
+    outbox.mark_delivered(outbox.due(T0)[0].id, now=T0)
+    outbox.enqueue([_item()], now=T0 + 1)
+    assert outbox.due(T0 + 10_000) == []
+    assert outbox.counts()[RowState.DELIVERED] == 1
+
+
+def test_rows_survive_a_restart(tmp_path: Path) -> None:
+    first = Outbox(tmp_path / "j.sqlite")
+    first.enqueue([_item()], now=T0)
+    first.close()
+    reopened = Outbox(tmp_path / "j.sqlite")
+    assert [r.object_uid for r in reopened.due(T0)] == ["1.2.3.4"]
+    reopened.close()
+
+
+def test_newer_revision_supersedes_other_objects_only(outbox: Outbox) -> None:
+    outbox.enqueue([_item("sr-1", 1), _item("sc-1", 1, Kind.HEATMAP)], now=T0)
+    outbox.enqueue([_item("sr-2", 2), _item("sc-1", 2, Kind.HEATMAP)], now=T0)
+    states = {r.object_uid: r.state for r in outbox.rows()}
+    assert states == {"sr-1": RowState.SUPERSEDED, "sr-2": RowState.PENDING,
+                      "sc-1": RowState.PENDING}
+
+
+class StoreScp:
+    """A pynetdicom Storage SCP on a free loopback port that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[Dataset] = []
+        ae = AE(ae_title="TESTPACS")
+        for sop_class in (Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
+            ae.add_supported_context(sop_class)
+        server = ae.start_server(("127.0.0.1", 0), block=False,
+                                 evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        assert isinstance(server, ThreadedAssociationServer)
+        self.server = server
+        self.port = int(self.server.server_address[1])
+
+    def _store(self, event: evt.Event) -> int:
+        self.received.append(event.dataset)
+        return 0x0000
+
+
+@pytest.fixture
+def pacs() -> Iterator[StoreScp]:
+    scp = StoreScp()
+    yield scp
+    scp.server.shutdown()
+
+
+def _study(tmp_path: Path, revision: int = 1) -> StudyResult:
+    images = []
+    for index, scores in enumerate(((0.9, 0.1), (0.2, 0.3)), start=1):
+        ds = source(index)
+        path = write(ds, tmp_path / "spool" / f"{index}.dcm")
+        images.append(ImageResult(str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID),
+                                  str(ds.SOPClassUID), path, prediction(*scores, heatmap=True)))
+    return StudyResult(STUDY_UID, revision, tuple(images), images[0], ())
+
+
+def _dispatcher(outbox: Outbox, pacs_port: int, hl7_port: int,
+                ack_timeout: float = 5.0) -> Dispatcher:
+    dicom = {"pacs": DicomDestination(name="pacs", ae_title="TESTPACS", host="127.0.0.1",
+                                      port=pacs_port)}
+    senders: dict[Channel, Sender] = {Channel.DICOM: DicomStoreSender("CXRGATEWAY", dicom, timeout_s=5.0),
+               Channel.HL7: MllpSender({"ris": _hl7(hl7_port)}, 2.0, ack_timeout)}
+    return Dispatcher(outbox, senders, POLICY, threading.Event())
+
+
+def _hl7(port: int) -> Hl7Destination:
+    return Hl7Destination(name="ris", host="127.0.0.1", port=port, receiving_application="RIS")
+
+
+def _sink(outbox: Outbox, tmp_path: Path, port: int) -> OutboxSink:
+    return OutboxSink(outbox, IDENTITY, tmp_path / "results", ["pacs"], [_hl7(port)])
+
+
+@pytest.mark.slow
+def test_study_result_reaches_pacs_and_ris_once(outbox: Outbox, pacs: StoreScp,
+                                                tmp_path: Path) -> None:
+    with MllpListener() as ris:
+        sink = _sink(outbox, tmp_path, ris.port)
+        sink.study_ready(_study(tmp_path))
+        sink.study_ready(_study(tmp_path))  # handed over twice (e.g. after a crash)
+        assert outbox.counts()[RowState.PENDING] == 4  # SR + 2 heatmaps + ORU
+        assert _dispatcher(outbox, pacs.port, ris.port).run_once() == 4
+        assert outbox.counts()[RowState.DELIVERED] == 4
+        sink.study_ready(_study(tmp_path))
+        assert _dispatcher(outbox, pacs.port, ris.port).run_once(time.time() + 1e6) == 0
+    classes = sorted(str(ds.SOPClassUID) for ds in pacs.received)
+    assert classes == sorted([Comprehensive3DSRStorage] + [SecondaryCaptureImageStorage] * 2)
+    assert {str(ds.StudyInstanceUID) for ds in pacs.received} == {STUDY_UID}
+    assert len(ris.received) == 1
+    oru = ris.parsed[0]
+    assert oru.msh.msh_5.to_er7() == "RIS"
+    assert oru.oru_r01_patient_result.oru_r01_order_observation.obr.obr_2.to_er7() == "ACC-0001"
+
+
+@pytest.mark.slow
+def test_hl7_error_is_retried_with_the_same_control_id(outbox: Outbox, tmp_path: Path) -> None:
+    with MllpListener() as ris:
+        ris.scripted.append(Answer.ERROR)
+        OutboxSink(outbox, IDENTITY, tmp_path / "r", [], [_hl7(ris.port)],
+                   heatmap=False).study_ready(_study(tmp_path))
+        dispatcher = _dispatcher(outbox, 1, ris.port)
+        start = time.time()
+        assert dispatcher.run_once(start) == 0
+        row = outbox.rows()[0]
+        assert (row.state, row.attempts) == (RowState.PENDING, 1) and "AE" in str(row.last_error)
+        assert dispatcher.run_once(start + 5) == 0  # not due before the backoff
+        assert dispatcher.run_once(start + 10) == 1
+    ids = [m.msh.msh_10.to_er7() for m in ris.parsed]
+    assert len(ids) == 2 and ids[0] == ids[1] == row.object_uid
+
+
+@pytest.mark.slow
+def test_silent_peer_and_missing_pacs_end_dead_lettered(outbox: Outbox, tmp_path: Path) -> None:
+    with MllpListener(Answer.SILENT) as ris:
+        OutboxSink(outbox, IDENTITY, tmp_path / "r", ["pacs"], [_hl7(ris.port)],
+                   heatmap=False).study_ready(_study(tmp_path))
+        with socket_port() as closed_port:
+            dispatcher = _dispatcher(outbox, closed_port, ris.port, ack_timeout=0.3)
+            start = time.time()
+            for step in range(POLICY.max_attempts):
+                dispatcher.run_once(start + 100 * step)
+    dead = outbox.rows(RowState.DEAD)
+    assert sorted(r.kind for r in dead) == [Kind.ORU, Kind.SR]
+    assert all(r.attempts == POLICY.max_attempts for r in dead)
+    errors = " ".join(str(r.last_error) for r in dead)
+    assert "no ACK within 0.3" in errors and "pacs" in errors
+    assert outbox.retry([dead[0].id]) == 1
+    assert outbox.counts()[RowState.DEAD] == 1
+
+
+class socket_port:
+    """A loopback port with nothing listening (bound, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    def __exit__(self, *args: object) -> None:
+        return None
