@@ -93,6 +93,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):  # one line per instance from us is enough
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     try:
         settings = _settings(args)
     except ConfigError as err:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
 
 from config import load_settings
 from dicom_node.errors import JournalError
@@ -21,7 +23,14 @@ from dicom_node.scp import start_scp
 from dicom_node.spool import Spool
 from dicom_node.status import StoreStatus
 from tests.dicom_factory import make_chest
-from tests.gateway_harness import GatewayProcess, echo, free_port, gateway_config, store
+from tests.gateway_harness import (
+    OWN_AE,
+    GatewayProcess,
+    echo,
+    free_port,
+    gateway_config,
+    store,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +47,24 @@ def radiographs(count: int, size: int = 1024) -> list[Dataset]:
 
 
 def send_until_killed(port: int, datasets: list[Dataset], acked: list[str]) -> None:
-    """Store one by one, appending each SOP Instance UID answered Success; stop on abort."""
+    """Store on one association, appending each SOP Instance UID answered Success.
+
+    One continuous association, so the kill lands inside a transfer or a
+    handler rather than between associations.
+    """
+    ae = AE(ae_title="TESTSCU")
+    ae.dimse_timeout = ae.network_timeout = 5
+    ae.add_requested_context(ComputedRadiographyImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, ae_title=OWN_AE)
     for ds in datasets:
         try:
-            statuses = store(port, [ds])
-        except (ConnectionError, RuntimeError, OSError):
+            rsp = assoc.send_c_store(ds)
+        except (RuntimeError, OSError, ValueError):
             return
-        if statuses != [StoreStatus.SUCCESS]:
+        if not rsp or rsp.get("Status") != StoreStatus.SUCCESS:
             return
         acked.append(ds.SOPInstanceUID)
+    assoc.release()
 
 
 def test_kill9_during_intake_loses_no_acknowledged_instance(tmp_path: Path) -> None:
