@@ -11,6 +11,7 @@ control characters, leading and trailing spaces not significant.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -190,13 +191,36 @@ class Destinations(_Section):
         return self
 
 
+def is_loopback_address(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: reachable from this machine only."""
+    host = address.strip().strip("[]").lower()
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class WebSettings(_Section):
     """The web console and REST API."""
 
-    bind_address: str = "127.0.0.1"
+    bind_address: str = Field(
+        default="127.0.0.1",
+        description="IP address of the console and API; another than loopback needs web.auth_token")
     port: Port = 8080
     auth_token: str | None = Field(
-        default=None, description="bearer token the API requires; null = no authentication")
+        default=None, min_length=16,
+        description="bearer token (or basic-auth password) the console and API require, "
+                    "at least 16 characters; null = loopback clients only")
+
+    # Web console access policy (issue 5): exposing patient data beyond this machine needs a token.
+    @model_validator(mode="after")
+    def _token_when_exposed(self) -> WebSettings:
+        if self.auth_token is None and not is_loopback_address(self.bind_address):
+            raise ValueError(f"web.bind_address {self.bind_address} is reachable from other "
+                             "machines: set web.auth_token (16+ characters) or bind to 127.0.0.1")
+        return self
 
 
 class Settings(_Section):

@@ -1,0 +1,70 @@
+"""Read-only views of the outbox for the console, REST API and metrics, and a one-row retry.
+
+Reads go through :meth:`Outbox._read` (its lock and error handling), so the
+outbox's SQL stays in this package. Rows carry UIDs, destinations and states,
+no patient data; the payload (file path or HL7 text) is never returned to the
+web layer by :func:`public_row`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from delivery.outbox import _COLUMNS, Outbox, OutboxRow, RowState, _row
+
+log = logging.getLogger(__name__)
+
+
+class RetryOutcome(StrEnum):
+    REQUEUED = "requeued"
+    NOT_FOUND = "not-found"
+    NOT_DEAD = "not-dead"  # only dead-lettered rows are retried
+
+
+@dataclass(frozen=True)
+class DestinationCount:
+    channel: str
+    destination: str
+    state: RowState
+    rows: int
+
+
+def study_rows(outbox: Outbox, study_uid: str) -> list[OutboxRow]:
+    """Every outbox row of a study, newest revision first."""
+    rows = outbox._read(f"SELECT {_COLUMNS} FROM outbox WHERE study_uid = ?"
+                        " ORDER BY revision DESC, kind, destination, id", (study_uid,))
+    return [_row(r) for r in rows]
+
+
+def counts_by_destination(outbox: Outbox) -> list[DestinationCount]:
+    rows = outbox._read("SELECT channel, destination, state, COUNT(*) FROM outbox"
+                        " GROUP BY channel, destination, state ORDER BY channel, destination, state")
+    return [DestinationCount(str(c), str(d), RowState(str(s)), int(str(n))) for c, d, s, n in rows]
+
+
+def retry_row(outbox: Outbox, row_id: int) -> RetryOutcome:
+    """Make one dead-lettered row pending again (:meth:`Outbox.retry`)."""
+    found = outbox._read("SELECT state FROM outbox WHERE id = ?", (row_id,))
+    if not found:
+        return RetryOutcome.NOT_FOUND
+    if outbox.retry([row_id]) == 0:
+        return RetryOutcome.NOT_DEAD
+    log.info("outbox row %d re-queued by an operator", row_id)
+    return RetryOutcome.REQUEUED
+
+
+def retry_study(outbox: Outbox, study_uid: str) -> int:
+    """Make every dead-lettered row of a study pending again; returns how many."""
+    dead = [r.id for r in study_rows(outbox, study_uid) if r.state is RowState.DEAD]
+    return outbox.retry(dead) if dead else 0
+
+
+def public_row(row: OutboxRow) -> dict[str, Any]:
+    """What the console shows of a row (no payload)."""
+    return {"id": row.id, "revision": row.revision, "kind": row.kind.value,
+            "object_uid": row.object_uid, "channel": row.channel.value,
+            "destination": row.destination, "state": row.state.value, "attempts": row.attempts,
+            "next_attempt_at": row.next_attempt_at, "last_error": row.last_error}

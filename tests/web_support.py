@@ -1,0 +1,128 @@
+"""Fixtures for the web console and API tests: models, a filled journal and outbox, the app.
+
+Models: the shipped ``models/`` when both classifiers are there, else two
+throwaway tiny models trained on the synthetic set (as in
+``tests/test_training_pipeline.py``). The journal is filled by the real
+worker path (quality gate, pixel decoding, both classifiers); the outbox rows
+are queued and failed through the outbox's own API.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+
+from config.schema import Settings
+from delivery.outbox import Channel, DeliveryPolicy, Kind, NewDelivery, Outbox
+from dicom_node.journal import Journal, NewInstance
+from dicom_node.worker import Pipeline, Worker
+from inference.engine import InferenceEngine
+from tests.conftest import MODELS_DIR
+from tests.dicom_factory import make_chest, make_nm, write
+from tests.synthetic_cxr import phantom, write_dataset
+
+TOKEN = "s3cret-token-for-tests-0123"
+TINY = ["--arch", "compact", "--size", "64", "--epochs", "2", "--steps-per-epoch", "3",
+        "--batch-size", "8", "--patience", "2", "--cache", ""]
+STUDY_A = "1.2.826.0.1.3680043.8.498.7001"  # two chest images, classified, a dead letter
+STUDY_B = "1.2.826.0.1.3680043.8.498.7002"  # one chest image, classified, delivered
+STUDY_NM = "1.2.826.0.1.3680043.8.498.7003"  # nuclear medicine: skipped
+STUDY_Q = "1.2.826.0.1.3680043.8.498.7004"  # received, still queued
+
+
+def models_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped models, or two tiny ones trained now (a minute on two cores)."""
+    if all((MODELS_DIR / t / "model.tflite").is_file() for t in ("tb-vs-normal", "pneumonia-vs-tb")):
+        return MODELS_DIR
+    from cxr_gateway.cli import main
+
+    root = tmp_path_factory.mktemp("web-models")
+    data = write_dataset(root / "data", labels=("tb", "normal", "pneumonia"), corrupt=0)
+    for task in ("tb-vs-normal", "pneumonia-vs-tb"):
+        assert main(["train", "--task", task, "--data", str(data), "--out",
+                     str(root / "models" / task), *TINY]) == 0
+    return root / "models"
+
+
+def settings_for(folder: Path, models: Path, **web: Any) -> Settings:
+    return Settings.model_validate({
+        "base_dir": str(folder),
+        "dicom": {"accept_any_caller": True},
+        "storage": {"spool_dir": "spool", "database": "journal.sqlite", "min_free_mb": 1},
+        "inference": {"models_dir": str(models), "thresholds": {"tb-vs-normal": 0.5}},
+        "destinations": {"dicom": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
+                                    "port": 11199}]},
+        "web": web,
+    })
+
+
+def real_pipeline(engine: InferenceEngine) -> Pipeline:
+    from inference.pixels import PixelError, dicom_to_gray
+    from inference.preprocess import PreprocessError
+    from inference.quality import check_quality, verdict_for_pixel_error
+
+    return Pipeline(check_quality=check_quality, to_gray=dicom_to_gray, predictor=engine,
+                    heatmap=True, undecodable=(PixelError,),
+                    explain_undecodable=verdict_for_pixel_error, unusable=(PreprocessError,))
+
+
+def receive(journal: Journal, spool: Path, ds: Dataset) -> None:
+    path = write(ds, spool / f"{ds.SOPInstanceUID}.dcm")
+    assert journal.add_instance(NewInstance(str(ds.SOPInstanceUID), str(ds.SOPClassUID),
+                                            str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                            "STORESCU", path))
+
+
+def classify_all(journal: Journal, engine: InferenceEngine) -> None:
+    worker = Worker("web-test", journal, real_pipeline(engine), 3, threading.Event())
+    while (job := journal.claim_job(worker.name)) is not None:
+        worker.process(job)
+
+
+@dataclass
+class Filled:
+    settings: Settings
+    journal: Journal
+    outbox: Outbox
+    dead_row: int
+    delivered_row: int
+
+
+def fill(folder: Path, settings: Settings, engine: InferenceEngine) -> Filled:
+    """Four studies in every state, the outbox rows of the two classified ones."""
+    journal = Journal(settings.path(settings.storage.database))
+    spool = settings.path(settings.storage.spool_dir)
+    for n, (study, rows) in enumerate(((STUDY_A, 512), (STUDY_A, 384), (STUDY_B, 448))):
+        receive(journal, spool, make_chest(study_uid=study, series_uid=f"{study}.1",
+                                           sop_uid=f"{study}.1.{n}", rows=rows, columns=rows))
+    receive(journal, spool, make_nm(study_uid=STUDY_NM, sop_uid=f"{STUDY_NM}.1.1"))
+    classify_all(journal, engine)
+    receive(journal, spool, make_chest(study_uid=STUDY_Q, sop_uid=f"{STUDY_Q}.1.1"))
+    outbox = Outbox(journal.path)
+    outbox.enqueue([NewDelivery(s, 1, Kind.SR, f"{s}.9", Channel.DICOM, "pacs", "unused")
+                    for s in (STUDY_A, STUDY_B)])
+    rows = {r.study_uid: r.id for r in outbox.due()}
+    outbox.mark_failed(rows[STUDY_A], "association rejected", DeliveryPolicy(max_attempts=1))
+    outbox.mark_delivered(rows[STUDY_B])
+    return Filled(settings, journal, outbox, rows[STUDY_A], rows[STUDY_B])
+
+
+def png_bytes(label: str = "tb", size: int = 256) -> bytes:
+    image = cv2.resize(phantom(np.random.default_rng(3), label), (size, size))
+    ok, buffer = cv2.imencode(".png", image)
+    assert ok
+    return buffer.tobytes()
+
+
+def dicom_bytes(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

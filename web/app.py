@@ -1,0 +1,94 @@
+"""The FastAPI application: REST API, web console, health and metrics in one app.
+
+:func:`create_app` takes every dependency as an argument (settings, the
+inference engine, the journal, the metrics registry), so tests and the
+``serve`` command wire it the same way and nothing lives in module globals.
+The OpenAPI description is served at ``/openapi.json`` and ``/docs``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+
+from config.schema import Settings
+from cxr_gateway import __version__
+from delivery.outbox import Outbox
+from dicom_node.journal import Journal
+from web.api_predict import predict_routes
+from web.api_studies import studies_routes
+from web.auth import Access
+from web.config_view import config_routes
+from web.context import DEFAULT_MAX_UPLOAD_BYTES, WebContext
+from web.health import health_routes
+from web.images import RenderingCache
+from web.metrics import ApiMetrics, JournalCollector
+from web.uploads import Predictor
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+PAGES: Final = {"/": "upload.html", "/worklist": "worklist.html", "/settings": "settings.html"}
+UPLOAD_PATH: Final = "/api/v1/predict"
+
+
+def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *,
+               outbox: Outbox | None = None,
+               registry: CollectorRegistry | None = None, engine_error: str | None = None,
+               renderings: RenderingCache | None = None,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+    """The app for one running gateway; ``engine`` is ``None`` when the models failed to load."""
+    if outbox is not None and outbox.path.resolve() != journal.path.resolve():
+        raise ValueError(f"outbox: expected the table in the journal database {journal.path}, "
+                         f"got {outbox.path}")
+    registry = CollectorRegistry() if registry is None else registry
+    registry.register(JournalCollector(journal, outbox))
+    ctx = WebContext(settings=settings, journal=journal, engine=engine,
+                     engine_error=engine_error if engine is None else None,
+                     access=Access(settings.web.auth_token), renderings=renderings or RenderingCache(),
+                     registry=registry, api_metrics=ApiMetrics(registry), outbox=outbox,
+                     max_upload_bytes=max_upload_bytes)
+    app = FastAPI(title="CXR gateway", version=__version__,
+                  description="Chest radiograph classification gateway: REST API and console. "
+                              "Decision support, not a diagnosis.")
+    for router in (health_routes(ctx), predict_routes(ctx), studies_routes(ctx), config_routes(ctx)):
+        app.include_router(router)
+    _console(app, ctx)
+    app.middleware("http")(_upload_limit(max_upload_bytes))
+    return app
+
+
+def _console(app: FastAPI, ctx: WebContext) -> None:
+    """The console pages (behind the same access check) and their scripts and styles."""
+    for route, page in PAGES.items():
+        app.add_api_route(route, _page(STATIC_DIR / page), methods=["GET"], include_in_schema=False,
+                          dependencies=[Depends(ctx.access)])
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_api_route("/index.html", lambda: RedirectResponse("/"), include_in_schema=False)
+
+
+def _page(path: Path) -> Callable[[], FileResponse]:
+    def page() -> FileResponse:
+        return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-store"})
+    return page
+
+
+Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
+
+
+def _upload_limit(limit: int) -> Middleware:
+    """Refuse an upload whose declared size is over the limit before its body is read."""
+    async def check(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        declared = request.headers.get("content-length", "")
+        if request.url.path == UPLOAD_PATH and declared.isdigit() and int(declared) > limit + 2**16:
+            return JSONResponse({"detail": f"the file is larger than {limit // 2**20} MB; upload "
+                                 "one chest radiograph"}, status_code=413)
+        return await call_next(request)
+    return check

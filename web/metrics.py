@@ -1,0 +1,132 @@
+"""Prometheus metrics: journal-derived counters and histograms, plus API instrumentation.
+
+Everything the node did is read from the journal at scrape time
+(:class:`JournalCollector`), so the numbers survive restarts and count work
+done by every process sharing the journal:
+
+* ``cxr_gateway_instances_received_total``, ``..._classified_total``,
+  ``..._failed_total``, ``..._skipped_total{reason}`` (reason = quality-gate
+  code of :class:`inference.quality.GateCode`);
+* ``cxr_gateway_queue_depth`` (queued or being classified);
+* ``cxr_gateway_studies_reported_total``;
+* ``cxr_gateway_stage_seconds{stage="queue_wait"|"classification"}`` from the
+  journal's timestamps;
+* ``cxr_gateway_deliveries{channel, destination, state}``: outbox rows
+  (pending, delivered, dead, superseded), when the outbox is wired.
+
+The REST API's own work is instrumented directly:
+``cxr_gateway_api_stage_seconds{stage="decode"|"inference"|"render"}``.
+Both go into the :class:`~prometheus_client.CollectorRegistry` passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from delivery.outbox import Outbox
+from delivery.views import counts_by_destination
+from dicom_node.journal import InstanceState, Journal
+from dicom_node.worklist import duration_buckets, reported_studies, skip_reasons
+from inference.quality import GateCode
+
+log = logging.getLogger(__name__)
+
+STAGE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                        60.0, 300.0)
+
+# Distinctive phrases of the quality gate's skip sentences (inference/quality.py), in the
+# order they are tried; tests run every gate rule through this table.
+REASON_PHRASES: Final = (
+    ("written by this gateway", GateCode.GATEWAY_OUTPUT),
+    ("not an image (", GateCode.NOT_IMAGE),
+    ("(Modality ", GateCode.MODALITY),
+    ("is not a chest radiograph class", GateCode.SOP_CLASS),
+    ("not a chest radiograph (", GateCode.BODY_PART),
+    ("not a frontal chest view", GateCode.VIEW),
+    ("has no Pixel Data", GateCode.NO_PIXEL_DATA),
+    ("image size ", GateCode.SIZE),
+    ("Rows or Columns is missing", GateCode.PIXEL_FORMAT),
+    ("pixel data", GateCode.PIXEL_FORMAT),
+    ("header attribute cannot be read", GateCode.UNREADABLE),
+)
+OTHER_REASON: Final = "other"
+
+
+def reason_code(reason: str) -> str:
+    """The gate code of a recorded skip reason (a bounded label set for metrics)."""
+    return next((code.value for phrase, code in REASON_PHRASES if phrase in reason), OTHER_REASON)
+
+
+class JournalCollector(Collector):
+    """Reads the journal on every scrape."""
+
+    def __init__(self, journal: Journal, outbox: Outbox | None = None) -> None:
+        self.journal = journal
+        self.outbox = outbox
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        counts = self.journal.counts()
+        yield CounterMetricFamily("cxr_gateway_instances_received", "instances received and "
+                                  "journaled", value=sum(counts.values()))
+        yield CounterMetricFamily("cxr_gateway_instances_classified", "instances classified",
+                                  value=counts[InstanceState.CLASSIFIED])
+        yield CounterMetricFamily("cxr_gateway_instances_failed", "instances given up on",
+                                  value=counts[InstanceState.FAILED])
+        yield self._skipped()
+        yield GaugeMetricFamily("cxr_gateway_queue_depth", "instances queued or being classified",
+                                value=counts[InstanceState.QUEUED] + counts[InstanceState.CLASSIFYING])
+        yield CounterMetricFamily("cxr_gateway_studies_reported", "studies handed to the results "
+                                  "stage", value=reported_studies(self.journal))
+        yield self._stages()
+        if self.outbox is not None:
+            yield self._deliveries(self.outbox)
+
+    @staticmethod
+    def _deliveries(outbox: Outbox) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("cxr_gateway_deliveries", "outbox rows by destination and state",
+                                   labels=["channel", "destination", "state"])
+        for count in counts_by_destination(outbox):
+            family.add_metric([count.channel, count.destination, count.state.value], count.rows)
+        return family
+
+    def _skipped(self) -> CounterMetricFamily:
+        family = CounterMetricFamily("cxr_gateway_instances_skipped",
+                                     "instances the quality gate skipped, by reason", labels=["reason"])
+        by_code = Counter(reason_code(r) for r in skip_reasons(self.journal))
+        for code in [*(c.value for c in GateCode if c is not GateCode.ACCEPTED), OTHER_REASON]:
+            family.add_metric([code], by_code.get(code, 0))
+        return family
+
+    def _stages(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily("cxr_gateway_stage_seconds",
+                                       "worker stage durations from the journal", labels=["stage"])
+        for stage, (counts, total) in duration_buckets(self.journal, STAGE_BUCKETS).items():
+            buckets = [(repr(b), float(n)) for b, n in zip(STAGE_BUCKETS, counts[:-1], strict=True)]
+            family.add_metric([stage], [*buckets, ("+Inf", float(counts[-1]))], total)
+        return family
+
+
+class ApiMetrics:
+    """Instrumentation of the REST API's own classification path."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stage_seconds = Histogram("cxr_gateway_api_stage_seconds",
+                                       "REST API prediction stage durations", ["stage"],
+                                       buckets=STAGE_BUCKETS, registry=registry)
+
+    @contextmanager
+    def timer(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds.labels(stage).observe(time.perf_counter() - start)
