@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ from pydicom.uid import generate_uid
 from tests.conftest import SHARED_DATA, require_shipped_models
 from tests.dicom_factory import make_chest, make_nm, write
 from tests.gateway_harness import (
+    GATEWAY,
     OWN_AE,
     GatewayProcess,
+    echo,
     free_port,
     gateway_config,
     run_dcmtk,
@@ -138,3 +142,20 @@ def _wait_until(condition: Any, timeout: float = 60.0, poll_s: float = 0.05) -> 
             return
         time.sleep(poll_s)
     raise TimeoutError("condition not met in time")
+
+
+def test_shipped_config_starts_on_a_fresh_machine(tmp_path: Path) -> None:
+    require_shipped_models()
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([str(GATEWAY), "serve", "--port", str(port)], cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until(lambda: echo(port) == 0 or proc.poll() is not None, timeout=120)
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+        assert (tmp_path / "var" / "spool").is_dir()
+        assert (tmp_path / "var" / "journal.sqlite").is_file()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        log.close()
