@@ -45,6 +45,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="with --weights: epochs with the backbone frozen before fine-tuning")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--version", default="1.0.0")
+    p.add_argument("--skip-training", action="store_true",
+                   help="reuse model.keras in --out from an earlier run: only threshold, "
+                        "evaluation, export and card")
     p.add_argument("--card-notes", type=Path,
                    help="Markdown file appended to card.md (experiments, known limitations)")
     p.add_argument("--cache", type=Path, default=Path(".cache/data"),
@@ -64,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       source_weights=_parse_source_weights(args.source_weights))
     notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
-                     args.cache if str(args.cache) else None, cfg, notes))
+                     args.cache if str(args.cache) else None, cfg, notes, args.skip_training))
     print(f"model folder written: {args.out}")
     return 0
 
