@@ -15,13 +15,17 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from dicom_node.echo import EchoError, Peer, send_echo
 from dicom_node.errors import NodeError, StartupError
 from dicom_node.journal import Journal
 from dicom_node.preflight import check_environment
-from dicom_node.service import start_gateway
+from dicom_node.service import Gateway, start_gateway
+
+if TYPE_CHECKING:
+    from web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +117,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StartupError as err:
         log.error("cannot start: %s", err)
         return EXIT_CONFIG
+    web = _start_web(settings, gateway)  # web console and REST API (issue 5, see web/server.py)
+    if web is None:
+        gateway.stop()
+        return EXIT_CONFIG
     stop.wait()
+    web.stop()
     gateway.stop()
     return EXIT_OK
+
+
+def _start_web(settings: Settings, gateway: Gateway) -> WebServer | None:
+    """Hook for issue 5: the web app next to the SCP; ``None`` (logged) when it cannot listen."""
+    from web.server import WebStartError, start_web
+
+    try:
+        return start_web(settings, gateway.journal)
+    except WebStartError as err:
+        log.error("cannot start: %s", err)
+        return None
 
 
 def _on_signals(stop: threading.Event) -> None:

@@ -64,6 +64,7 @@ def gateway_config(folder: Path, port: int, **sections: dict[str, Any]) -> dict[
         "storage": {"spool_dir": "spool", "database": "journal.sqlite", "min_free_mb": 1},
         "inference": {"workers": 0},
         "aggregation": {"quiet_period_s": 1.0, "poll_interval_s": 0.2},
+        "web": {"port": free_port()},  # issue 5: serve also starts the web app; never 8080 in tests
     }
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}
