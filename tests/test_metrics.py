@@ -61,3 +61,19 @@ def test_sampling_weights_balance_sources_and_classes() -> None:
     q = sampling_weights(y, sources, "source", {"film": 0.0})
     assert q[:3].sum() == 0 and q[3] == pytest.approx(0.5)
     assert sampling_weights(y, sources, "none").sum() == pytest.approx(1.0)
+
+
+def test_threshold_rules_protect_the_worst_source() -> None:
+    from training.pipeline import choose_threshold
+
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=np.float32)
+    s = np.array([0.9, 0.8, 0.3, 0.2, 0.1, 0.25, 0.05, 0.15], dtype=np.float32)
+    sources = ["film", "film", "digital", "digital", "n", "n", "n", "n"]
+    thr, rule = choose_threshold("tb-vs-normal", y, s, sources)
+    assert thr == pytest.approx(0.2)  # the digital source needs 0.2 to keep both of its positives
+    assert "every positive source" in rule
+    # pneumonia vs TB: positive pneumonia, each TB (negative) source must stay below
+    y2 = np.array([1, 1, 0, 0, 0, 0], dtype=np.float32)
+    s2 = np.array([0.9, 0.7, 0.1, 0.2, 0.5, 0.6], dtype=np.float32)
+    thr2, _ = choose_threshold("pneumonia-vs-tb", y2, s2, ["p", "p", "a", "a", "b", "b"])
+    assert thr2 > 0.6 and np.all(s2[2:] < thr2)
