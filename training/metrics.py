@@ -95,6 +95,19 @@ def threshold_for_sensitivity(y: ArrayLike, s: ArrayLike, target: float) -> floa
     return float(pos[min(k, pos.size - 1)])
 
 
+def threshold_for_specificity(y: ArrayLike, s: ArrayLike, target: float) -> float:
+    """The lowest threshold with at least ``target`` of the negatives strictly below it.
+
+    Returned as the next float32 above a negative's score, so that the
+    comparison ``score >= threshold`` gives the same answer in float32 and float64.
+    """
+    neg = np.sort(np.asarray(s, dtype=np.float32)[np.asarray(y) == 0])
+    if neg.size == 0:
+        raise ValueError("threshold_for_specificity: no negative examples")
+    k = max(int(np.ceil(target * neg.size - 1e-9)) - 1, 0)
+    return float(np.nextafter(neg[k], np.float32(np.inf)))
+
+
 def per_source_metrics(y: ArrayLike, s: ArrayLike, sources: list[str],
                        threshold: float) -> dict[str, dict[str, object]]:
     """Metrics of each source against all images of the other class.

@@ -30,7 +30,7 @@ from training.data import (
 )
 from training.evaluate import SetResult, as_model_input, score_set, write_report
 from training.export import ParityReport, export_model
-from training.metrics import threshold_for_sensitivity
+from training.metrics import threshold_for_sensitivity, threshold_for_specificity
 from training.plots import plot_history
 from training.tasks import TASKS, Task, task_with_negatives
 from training.train import TrainConfig, task_subset, train
@@ -72,11 +72,9 @@ def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
         thr = min(threshold_for_sensitivity(y[src == n], s[src == n], target) for n in names)
         return thr, (f"highest threshold with validation sensitivity >= {target:.2f} "
                      f"on every positive source ({', '.join(names)})")
-    # specificity on a negative source = sensitivity of its images on inverted scores
     names = sorted(set(src[y == 0]))
-    inverted = max(1.0 - threshold_for_sensitivity(1 - y[src == n], 1.0 - s[src == n], target)
-                   for n in names)
-    return float(np.nextafter(inverted, 1.0)), (
+    thr = max(threshold_for_specificity(y[src == n], s[src == n], target) for n in names)
+    return thr, (
         f"lowest threshold with validation specificity >= {target:.2f} "
         f"on every negative source ({', '.join(names)})")
 
