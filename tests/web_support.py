@@ -38,10 +38,19 @@ STUDY_NM = "1.2.826.0.1.3680043.8.498.7003"  # nuclear medicine: skipped
 STUDY_Q = "1.2.826.0.1.3680043.8.498.7004"  # received, still queued
 
 
+_TRAINED: dict[str, Path] = {}  # tiny models trained once per test session
+
+
 def models_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped models, or two tiny ones trained now (a minute on two cores)."""
     if all((MODELS_DIR / t / "model.tflite").is_file() for t in ("tb-vs-normal", "pneumonia-vs-tb")):
         return MODELS_DIR
+    if "tiny" not in _TRAINED:
+        _TRAINED["tiny"] = _train_tiny(tmp_path_factory)
+    return _TRAINED["tiny"]
+
+
+def _train_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cxr_gateway.cli import main
 
     root = tmp_path_factory.mktemp("web-models")
