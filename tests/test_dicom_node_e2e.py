@@ -148,8 +148,8 @@ def test_shipped_config_starts_on_a_fresh_machine(tmp_path: Path) -> None:
     require_shipped_models()
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([str(GATEWAY), "serve", "--port", str(port)], cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT)
+    command = [str(GATEWAY), "serve", "--port", str(port), "--set", f"web.port={free_port()}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until(lambda: echo(port) == 0 or proc.poll() is not None, timeout=120)
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()
