@@ -8,39 +8,16 @@ Transfer syntaxes: PS3.5 section 10 and annex A.
 
 from __future__ import annotations
 
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AllStoragePresentationContexts, VerificationPresentationContexts
 from pynetdicom.presentation import PresentationContext
 
+from inference.pixels import SUPPORTED_TRANSFER_SYNTAXES
+
+# We accept exactly what we can decode; Explicit VR Little Endian first (preferred).
 TRANSFER_SYNTAXES: tuple[UID, ...] = (
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
+    *(ts for ts in SUPPORTED_TRANSFER_SYNTAXES if ts != ExplicitVRLittleEndian),
 )
 
 
