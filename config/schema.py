@@ -117,6 +117,8 @@ class StorageSettings(_Section):
         default=1024, ge=0,
         description="refuse new instances (0xA700) below this free space on the spool disk")
     database: Path = Field(default=Path("var/journal.sqlite"), description="SQLite journal")
+    results_dir: Path = Field(
+        default=Path("var/results"), description="SR and heatmap files waiting for delivery")
 
 
 def _check_thresholds(value: dict[str, float]) -> dict[str, float]:
@@ -191,6 +193,50 @@ class Destinations(_Section):
         return self
 
 
+class DeliverySettings(_Section):
+    """How results are sent: retries with exponential backoff, then dead-letter (issue 4)."""
+
+    max_attempts: int = Field(
+        default=8, ge=1, le=1000, description="dead-letter a result after this many failed sends")
+    backoff_base_s: Seconds = Field(
+        default=5.0, description="wait after the first failure; doubles after each next one")
+    backoff_max_s: Seconds = Field(default=900.0, description="longest wait between two attempts")
+    store_timeout_s: Seconds = Field(
+        default=30.0, description="C-STORE association, DIMSE and network timeout")
+    mllp_connect_timeout_s: Seconds = Field(default=10.0, description="MLLP connection timeout")
+    mllp_ack_timeout_s: Seconds = Field(default=30.0, description="wait this long for an HL7 ACK")
+    poll_interval_s: Seconds = Field(default=1.0, description="how often to look for due results")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> DeliverySettings:
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s}) is below backoff_base_s "
+                             f"({self.backoff_base_s}): make the longest wait at least the first")
+        return self
+
+
+def _check_uid_root(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from results.identity import check_uid_root  # the one rule for UID roots (PS3.5 9.1)
+
+    return check_uid_root(value)
+
+
+class IdentitySettings(_Section):
+    """The gateway as the device that wrote a result (SR Device Observer, equipment, UIDs)."""
+
+    uid_root: Annotated[str | None, AfterValidator(_check_uid_root)] = Field(
+        default=None,
+        description="your organisation's UID root ending in '.', e.g. '1.2.826.0.1.3680043.8.498.'"
+                    "; null = the pydicom root")
+    serial_number: str = Field(
+        default="1", min_length=1, max_length=64,
+        description="Device Serial Number; tells installations apart")
+    institution_name: str | None = Field(
+        default=None, max_length=64, description="Institution Name of the results")
+
+
 def is_loopback_address(address: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``: reachable from this machine only."""
     host = address.strip().strip("[]").lower()
@@ -233,6 +279,8 @@ class Settings(_Section):
     inference: InferenceSettings = InferenceSettings()
     aggregation: AggregationSettings = AggregationSettings()
     destinations: Destinations = Destinations()
+    delivery: DeliverySettings = DeliverySettings()
+    identity: IdentitySettings = IdentitySettings()
     web: WebSettings = WebSettings()
 
     def path(self, value: Path) -> Path:

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "training.cli",  # train, evaluate, export
     "inference.cli",  # predict
     "dicom_node.cli",  # serve, check-config, echo, status
+    "delivery.cli",  # retry
 )
 
 log = logging.getLogger(__name__)

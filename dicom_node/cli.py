@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from delivery.report import outbox_report
 from dicom_node.echo import EchoError, Peer, send_echo
 from dicom_node.errors import NodeError, StartupError
 from dicom_node.journal import Journal
@@ -25,6 +26,7 @@ from dicom_node.preflight import check_environment
 from dicom_node.service import Gateway, start_gateway
 
 if TYPE_CHECKING:
+    from delivery.service import Delivery
     from web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -112,19 +114,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     stop = threading.Event()
     _on_signals(stop)
+    delivery = _start_delivery(settings)  # results outbox and dispatcher (issue 4)
+    if delivery is None:
+        return EXIT_CONFIG
     try:
-        gateway = start_gateway(settings)
+        gateway = start_gateway(settings, sink=delivery.sink)
     except StartupError as err:
         log.error("cannot start: %s", err)
+        delivery.stop()
         return EXIT_CONFIG
     web = _start_web(settings, gateway)  # web console and REST API (issue 5, see web/server.py)
     if web is None:
         gateway.stop()
+        delivery.stop()
         return EXIT_CONFIG
     stop.wait()
     web.stop()
     gateway.stop()
+    delivery.stop()
     return EXIT_OK
+
+
+def _start_delivery(settings: Settings) -> Delivery | None:
+    """Hook for issue 4: outbox, result sink and dispatcher; ``None`` (logged) when unusable."""
+    from delivery.outbox import OutboxError
+    from delivery.service import start_delivery
+
+    try:
+        return start_delivery(settings)
+    except OutboxError as err:
+        log.error("cannot start: %s", err)
+        return None
 
 
 def _start_web(settings: Settings, gateway: Gateway) -> WebServer | None:
@@ -191,11 +211,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         recent = journal.recent(args.limit)
     finally:
         journal.close()
+    outbox = outbox_report(db_path, args.limit)  # deliveries and dead letters (issue 4)
     if args.json:
         rows = [{"sop_instance_uid": r.sop_instance_uid, "study_uid": r.study_uid,
                  "state": str(r.state), "reason": r.reason, "result": r.result_json and
                  json.loads(r.result_json)} for r in recent]
-        print(json.dumps({"counts": counts, "recent": rows}, indent=2))
+        print(json.dumps({"counts": counts, "recent": rows, "outbox": outbox.as_json()}, indent=2))
         return EXIT_OK
     print("queue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for r in recent:
@@ -204,4 +225,5 @@ def cmd_status(args: argparse.Namespace) -> int:
         detail = (f"{result['finding']} TB {result['tb_vs_normal']['score']:.3f}" if result
                   else r.reason or "")
         print(f"  {when}  {r.state:<11} {r.sop_instance_uid}  {detail}")
+    print("\n".join(outbox.lines()))
     return EXIT_OK

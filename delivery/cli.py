@@ -1,0 +1,58 @@
+"""Delivery subcommand: ``cxr-gateway retry [ID ...] [--all-dead]`` re-queues dead letters.
+
+Works next to a running ``serve`` (the outbox is an SQLite table of the
+journal database; its dispatcher picks the rows up at its next poll).
+Exit codes: 0 done, 1 some given IDs were not dead letters, 2 configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from config import DEFAULT_CONFIG, ConfigError, load_settings
+from delivery.outbox import OutboxError
+from delivery.report import requeue_all, requeue_rows
+from delivery.views import RetryOutcome
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    retry = subparsers.add_parser("retry", help="re-queue dead-lettered results for delivery")
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID",
+                       help="outbox row IDs (as shown by cxr-gateway status)")
+    retry.add_argument("--all-dead", action="store_true", help="every dead-lettered row")
+    retry.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                       help=f"YAML settings file (default {DEFAULT_CONFIG})")
+    retry.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any setting, e.g. --set storage.database=/data/j.sqlite")
+    retry.set_defaults(func=cmd_retry)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.all_dead):
+        print("retry: give outbox row IDs or --all-dead (one of them)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        settings = load_settings(args.config, overrides=args.set)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    database = settings.path(settings.storage.database)
+    if not database.is_file():
+        print(f"no journal at {database} (storage.database): nothing to retry", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.all_dead:
+            print(f"re-queued {requeue_all(database)} dead letter(s)")
+            return EXIT_OK
+        outcomes = requeue_rows(database, list(args.ids))
+    except OutboxError as err:
+        print(err, file=sys.stderr)
+        return EXIT_FAILED
+    for row_id, outcome in outcomes.items():
+        print(f"#{row_id}: {outcome.value}")
+    failed = any(o is not RetryOutcome.REQUEUED for o in outcomes.values())
+    return EXIT_FAILED if failed else EXIT_OK

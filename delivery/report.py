@@ -1,0 +1,68 @@
+"""What ``cxr-gateway status`` shows of the outbox: counts per state and the dead letters.
+
+Rows carry UIDs, destinations, attempts and the last error, never patient
+data or the payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from delivery.outbox import Outbox, OutboxRow, RowState
+from delivery.views import RetryOutcome, public_row, retry_row
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboxReport:
+    counts: dict[RowState, int]
+    dead: list[OutboxRow]  # most recently failed first
+
+    def as_json(self) -> dict[str, Any]:
+        return {"counts": {s.value: n for s, n in self.counts.items()},
+                "dead": [public_row(r) for r in self.dead]}
+
+    def lines(self) -> list[str]:
+        """Human-readable lines: one summary, then one per dead letter with its last error."""
+        out = ["outbox: " + ", ".join(f"{s.value} {n}" for s, n in self.counts.items())]
+        if self.dead:
+            out.append("dead letters (re-queue with: cxr-gateway retry ID ... | --all-dead):")
+        for row in self.dead:
+            out.append(f"  #{row.id:<5} {row.kind.value:<7} {row.channel.value}:{row.destination}"
+                       f"  study {row.study_uid}  {row.attempts} attempt(s)"
+                       f"  last error: {row.last_error or '-'}")
+        return out
+
+
+def outbox_report(database: Path, dead_limit: int = 50) -> OutboxReport:
+    """Counts and dead letters of the outbox in the journal database ``database``."""
+    outbox = Outbox(database)
+    try:
+        return OutboxReport(outbox.counts(), outbox.rows(RowState.DEAD, dead_limit))
+    finally:
+        outbox.close()
+
+
+def requeue_all(database: Path) -> int:
+    """Make every dead letter pending again; the running dispatcher sends them. Returns how many."""
+    outbox = Outbox(database)
+    try:
+        count = outbox.retry(None, time.time())
+    finally:
+        outbox.close()
+    log.info("re-queued %d dead-lettered outbox row(s)", count)
+    return count
+
+
+def requeue_rows(database: Path, row_ids: list[int]) -> dict[int, RetryOutcome]:
+    """Make each given dead letter pending again; what happened to each ID."""
+    outbox = Outbox(database)
+    try:
+        return {row_id: retry_row(outbox, row_id) for row_id in dict.fromkeys(row_ids)}
+    finally:
+        outbox.close()
