@@ -41,6 +41,7 @@ class MllpListener:
         self.scripted: deque[Answer] = deque()  # answers for the next messages, then ``answer``
         self.received: list[str] = []
         self.parsed: list[Message] = []
+        self.answers: list[Answer] = []  # how each received message was answered, in order
         self.released = threading.Event()
         self._lock = threading.Lock()
         self._server = _Server(host, 0, {ORU_TYPE: (_Handler, self)})
@@ -68,7 +69,9 @@ class MllpListener:
         with self._lock:
             self.received.append(text)
             self.parsed.append(message)
-            return self.scripted.popleft() if self.scripted else self.answer
+            answer = self.scripted.popleft() if self.scripted else self.answer
+            self.answers.append(answer)
+            return answer
 
 
 class _Server(MLLPServer):  # type: ignore[misc]
