@@ -44,29 +44,37 @@ class OutboxSink:
     heatmap: bool = True
 
     def study_ready(self, study: StudyResult) -> None:
+        """Queue the SR and the ORU first, then the heatmaps (slower to build, less urgent).
+
+        Two transactions, so the dispatcher sends the report while the
+        pictures are still being drawn; if the heatmaps fail, the aggregator
+        hands the study over again and the SR and ORU rows are not doubled.
+        """
         images = [ClassifiedImage(dcmread(image.path), image.prediction) for image in study.images]
-        objects = self._dicom_objects(images, study)
-        rows = [NewDelivery(study.study_uid, study.revision, kind, uid, Channel.DICOM, name,
-                            str(path))
-                for kind, uid, path in objects for name in self.dicom_destinations]
-        sr_uid = objects[0][1]
+        sr = build_sr(images, study.prediction, self.identity)
+        sr_uid, sr_path = str(sr.SOPInstanceUID), self._store(sr)
         representative = next(i for i in images
                               if i.sop_instance_uid == study.representative.sop_instance_uid)
-        rows.extend(self._hl7_rows(study, representative.dataset, sr_uid))
-        added = self.outbox.enqueue(rows)
+        added = self.outbox.enqueue([*self._dicom_rows(study, [(Kind.SR, sr_uid, sr_path)]),
+                                     *self._hl7_rows(study, representative.dataset, sr_uid)])
+        heatmaps = self._heatmaps(images) if self.heatmap else []
+        added += self.outbox.enqueue(self._dicom_rows(study, heatmaps))
         log.info("study %s revision %d: %d object(s), %d new outbox row(s)", study.study_uid,
-                 study.revision, len(objects), added)
+                 study.revision, 1 + len(heatmaps), added)
 
-    def _dicom_objects(self, images: list[ClassifiedImage],
-                       study: StudyResult) -> list[tuple[Kind, str, Path]]:
-        """(kind, SOP Instance UID, file) of the SR and, when enabled, each heatmap picture."""
-        sr = build_sr(images, study.prediction, self.identity)
-        objects = [(Kind.SR, str(sr.SOPInstanceUID), self._store(sr))]
-        if self.heatmap:
-            for image in images:
-                if image.prediction.heatmap is not None:
-                    sc = build_heatmap_sc(image, self.identity)
-                    objects.append((Kind.HEATMAP, str(sc.SOPInstanceUID), self._store(sc)))
+    def _dicom_rows(self, study: StudyResult,
+                    objects: list[tuple[Kind, str, Path]]) -> list[NewDelivery]:
+        return [NewDelivery(study.study_uid, study.revision, kind, uid, Channel.DICOM, name,
+                            str(path))
+                for kind, uid, path in objects for name in self.dicom_destinations]
+
+    def _heatmaps(self, images: list[ClassifiedImage]) -> list[tuple[Kind, str, Path]]:
+        """(kind, SOP Instance UID, file) of the heatmap picture of each image that has one."""
+        objects = []
+        for image in images:
+            if image.prediction.heatmap is not None:
+                sc = build_heatmap_sc(image, self.identity)
+                objects.append((Kind.HEATMAP, str(sc.SOPInstanceUID), self._store(sc)))
         return objects
 
     def _hl7_rows(self, study: StudyResult, source: Dataset, sr_uid: str) -> list[NewDelivery]:

@@ -57,7 +57,7 @@ class Rig:
 
 
 def start_rig(folder: Path, listener: MllpListener, quiet_period_s: float = 1.0,
-              **sections: dict[str, Any]) -> Rig:
+              models: Path | None = None, **sections: dict[str, Any]) -> Rig:
     """Start Orthanc and the gateway (the listener is already running); ``sections`` override."""
     port = free_port()
     orthanc = OrthancPeer(folder / "orthanc", OWN_AE, port).start()
@@ -65,7 +65,7 @@ def start_rig(folder: Path, listener: MllpListener, quiet_period_s: float = 1.0,
         folder / "gateway", port,
         dicom={"allowed_callers": [{"ae_title": t, "host": "127.0.0.1"}
                                    for t in (ORTHANC_AET, "ECHOSCU", "TESTSCU")]},
-        inference={"workers": 1, "models_dir": str(models_dir()), "threads_per_model": 1},
+        inference={"workers": 1, "models_dir": str(models or models_dir()), "threads_per_model": 1},
         aggregation={"quiet_period_s": quiet_period_s, "poll_interval_s": 0.1},
         destinations={"dicom": [{"name": "pacs", "ae_title": ORTHANC_AET, "host": "127.0.0.1",
                                  "port": orthanc.dicom_port}],
@@ -83,12 +83,13 @@ def start_rig(folder: Path, listener: MllpListener, quiet_period_s: float = 1.0,
     return Rig(orthanc, gateway, listener)
 
 
-def chest_study(folder: Path, accession: str, images: int = 1) -> tuple[str, list[Path]]:
+def chest_study(folder: Path, accession: str, images: int = 1,
+                size: int = 512) -> tuple[str, list[Path]]:
     """A new CR chest study (patient name with ^ and accents); its UID and files."""
     study, series = generate_uid(), generate_uid()
     files = []
     for n in range(images):
-        ds: Dataset = make_chest(rows=512, columns=512, study_uid=study,
+        ds: Dataset = make_chest(rows=size, columns=size, study_uid=study,
                                  series_uid=series, sop_uid=generate_uid())
         ds.AccessionNumber, ds.InstanceNumber = accession, n + 1
         files.append(write(ds, folder / f"{accession}-{n}.dcm"))
