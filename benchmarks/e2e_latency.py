@@ -98,7 +98,7 @@ def transport_floor(rig: Rig) -> float:
     return time.perf_counter() - start
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 \
         else values[0]
 
