@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +34,7 @@ from inference.results import ClassifierScore, Finding, Prediction
 log = logging.getLogger(__name__)
 
 HEATMAP_SUFFIX = ".heatmap.npy"
+WORKER_NICENESS = 10  # intake first: a PACS burst must not wait for classification
 
 
 class Verdict(Protocol):
@@ -77,6 +80,16 @@ def prediction_from_json(text: str, heatmap: NDArray[np.float32] | None = None) 
                       Finding(data["finding"]), heatmap)
 
 
+def _lower_thread_priority() -> None:
+    """Give this thread (only: Linux nice values are per thread) a lower CPU priority."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except OSError as err:
+        log.warning("cannot lower the worker thread's priority: %s", err)
+
+
 def load_heatmap(path: Path | None) -> NDArray[np.float32] | None:
     if path is None or not path.is_file():
         return None
@@ -96,6 +109,7 @@ class Worker(threading.Thread):
         self.poll_s = poll_s
 
     def run(self) -> None:
+        _lower_thread_priority()
         log.info("%s started", self.name)
         while not self.stop.is_set():
             try:
