@@ -143,14 +143,14 @@ class Worker(threading.Thread):
         ds = pydicom.dcmread(job.path, force=True)
         verdict = self.pipeline.check_quality(ds)
         if not verdict.ok:
-            log.info("%s skipped: %s", job.sop_instance_uid, verdict.reason)
+            log.info("%s %s", job.sop_instance_uid, verdict.reason)
             self.journal.finish_skipped(job, verdict.reason)
             return
         try:
             gray = self.pipeline.to_gray(ds)
         except self.pipeline.undecodable as err:
             reason = self.pipeline.explain_undecodable(err).reason
-            log.info("%s skipped: %s", job.sop_instance_uid, reason)
+            log.info("%s %s", job.sop_instance_uid, reason)
             self.journal.finish_skipped(job, reason)
             return
         prediction = self.pipeline.predictor.predict_gray(gray, heatmap=self.pipeline.heatmap)
