@@ -74,9 +74,13 @@ class OrthancPeer:
                 time.sleep(0.1)
         raise TimeoutError(f"Orthanc not answering after {START_TIMEOUT_S} s:\n{self.log()}")
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM (Orthanc needs ~5 s to close its DICOM server) or, at teardown, SIGKILL."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            if graceful:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
             self.proc.wait(30)
 
     def log(self) -> str:

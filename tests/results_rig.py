@@ -45,10 +45,11 @@ class Rig:
     gateway: GatewayProcess
     listener: MllpListener
 
-    def stop(self) -> None:
-        if self.gateway.alive():
-            self.gateway.stop()
-        self.orthanc.stop()
+    def stop(self) -> int:
+        """Stop both; the gateway's exit code (0 after a clean SIGTERM shutdown)."""
+        code = self.gateway.stop() if self.gateway.alive() else 0
+        self.orthanc.stop(graceful=False)  # the test is over: no need to wait for its shutdown
+        return code
 
     def outbox(self, where: str = "1") -> list[tuple[Any, ...]]:
         """Outbox rows (id, kind, channel, state, attempts, last_error), read straight from SQLite."""

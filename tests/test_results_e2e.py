@@ -37,7 +37,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         try:
             yield started
         finally:
-            started.stop()
+            code = started.stop()
+    assert code == 0, started.gateway.log()[-3000:]
 
 
 def test_sr_heatmap_and_oru_arrive_and_match(rig: Rig, tmp_path: Path) -> None:

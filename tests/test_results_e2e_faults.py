@@ -71,7 +71,8 @@ def test_pacs_down_and_ris_error_are_retried_then_delivered(tmp_path: Path,
                    "SR and heatmap delivered after Orthanc is back")
         assert _results_in_orthanc(rig, study) == (1, 1)
     finally:
-        rig.stop()
+        code = rig.stop()
+    assert code == 0, rig.gateway.log()[-3000:]  # clean SIGTERM shutdown
 
 
 def test_silent_peer_is_dead_lettered_shown_and_retried(tmp_path: Path, listener: MllpListener,
@@ -100,7 +101,8 @@ def test_silent_peer_is_dead_lettered_shown_and_retried(tmp_path: Path, listener
         assert main(["retry", str(dead[0]), *config]) == 1  # no longer a dead letter
     finally:
         listener.released.set()
-        rig.stop()
+        code = rig.stop()
+    assert code == 0, rig.gateway.log()[-3000:]  # clean SIGTERM shutdown
 
 
 def test_kill9_with_results_pending_delivers_once_after_restart(tmp_path: Path,
@@ -126,4 +128,5 @@ def test_kill9_with_results_pending_delivers_once_after_restart(tmp_path: Path,
         assert sr_uids == set(rig.gateway.rows("SELECT object_uid FROM outbox WHERE kind = 'sr'")[0])
         assert [r[0] for r in rig.outbox()] == [r[0] for r in pending]  # nothing queued twice
     finally:
-        rig.stop()
+        code = rig.stop()
+    assert code == 0, rig.gateway.log()[-3000:]  # clean SIGTERM shutdown
