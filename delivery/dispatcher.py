@@ -24,9 +24,18 @@ class Dispatcher(threading.Thread):
         self.policy = policy
         self.stop = stop
         self.poll_s = poll_s
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Look for due rows now rather than at the next poll (rows were just queued, or stop)."""
+        self._wake.set()
 
     def run(self) -> None:
-        while not self.stop.wait(self.poll_s):
+        while not self.stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if self.stop.is_set():
+                break
             try:
                 self.run_once()
             except OutboxError as err:

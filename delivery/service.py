@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -52,8 +53,13 @@ def senders(settings: Settings) -> dict[Channel, Sender]:
     }
 
 
-def build_sink(settings: Settings, outbox: Outbox) -> OutboxSink | None:
-    """The aggregator's sink, or ``None`` (results only logged) when no destination is set."""
+def build_sink(settings: Settings, outbox: Outbox,
+               on_queued: Callable[[], None] | None = None) -> OutboxSink | None:
+    """The aggregator's sink, or ``None`` (results only logged) when no destination is set.
+
+    ``on_queued`` (the dispatcher's ``wake``) runs whenever rows were queued,
+    so a report goes out at once rather than at the next poll.
+    """
     dest = settings.destinations
     if not dest.dicom and not dest.hl7:
         log.warning("destinations: none configured; study results are logged, not sent "
@@ -61,7 +67,8 @@ def build_sink(settings: Settings, outbox: Outbox) -> OutboxSink | None:
         return None
     return OutboxSink(outbox, gateway_identity(settings),
                       settings.path(settings.storage.results_dir),
-                      [p.name for p in dest.dicom], list(dest.hl7), settings.inference.heatmap)
+                      [p.name for p in dest.dicom], list(dest.hl7), settings.inference.heatmap,
+                      on_queued)
 
 
 @dataclass
@@ -75,6 +82,7 @@ class Delivery:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.dispatcher.wake()
         self.dispatcher.join(STOP_TIMEOUT_S)
         if self.dispatcher.is_alive():
             log.warning("delivery: a send was still running at stop; it is retried after restart")
@@ -87,7 +95,7 @@ def start_delivery(settings: Settings) -> Delivery:
     stop = threading.Event()
     dispatcher = Dispatcher(outbox, senders(settings), delivery_policy(settings), stop,
                             settings.delivery.poll_interval_s)
-    delivery = Delivery(outbox, build_sink(settings, outbox), dispatcher, stop)
+    delivery = Delivery(outbox, build_sink(settings, outbox, dispatcher.wake), dispatcher, stop)
     dispatcher.start()
     pending = outbox.counts()
     log.info("delivery: %d pending, %d dead-lettered in the outbox", pending[RowState.PENDING],

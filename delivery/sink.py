@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ class OutboxSink:
     dicom_destinations: Sequence[str]
     hl7_destinations: Sequence[Hl7Destination]
     heatmap: bool = True
+    on_queued: Callable[[], None] | None = None  # e.g. the dispatcher's wake: send without a poll
 
     def study_ready(self, study: StudyResult) -> None:
         """Queue the SR and the ORU first, then the heatmaps (slower to build, less urgent).
@@ -55,12 +56,18 @@ class OutboxSink:
         sr_uid, sr_path = str(sr.SOPInstanceUID), self._store(sr)
         representative = next(i for i in images
                               if i.sop_instance_uid == study.representative.sop_instance_uid)
-        added = self.outbox.enqueue([*self._dicom_rows(study, [(Kind.SR, sr_uid, sr_path)]),
-                                     *self._hl7_rows(study, representative.dataset, sr_uid)])
+        added = self._queue([*self._dicom_rows(study, [(Kind.SR, sr_uid, sr_path)]),
+                             *self._hl7_rows(study, representative.dataset, sr_uid)])
         heatmaps = self._heatmaps(images) if self.heatmap else []
-        added += self.outbox.enqueue(self._dicom_rows(study, heatmaps))
+        added += self._queue(self._dicom_rows(study, heatmaps))
         log.info("study %s revision %d: %d object(s), %d new outbox row(s)", study.study_uid,
                  study.revision, 1 + len(heatmaps), added)
+
+    def _queue(self, rows: list[NewDelivery]) -> int:
+        added = self.outbox.enqueue(rows)
+        if added and self.on_queued is not None:
+            self.on_queued()
+        return added
 
     def _dicom_rows(self, study: StudyResult,
                     objects: list[tuple[Kind, str, Path]]) -> list[NewDelivery]:

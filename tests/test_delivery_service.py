@@ -1,7 +1,10 @@
-"""Delivery wiring without peers: settings checks, identity, sink choice, status lines, retry command."""
+"""Delivery wiring without peers: settings, identity, sink choice, status lines, retry, dispatcher wake."""
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +12,8 @@ import pytest
 
 from config import ConfigError, Settings, load_settings
 from cxr_gateway.cli import main
-from delivery.outbox import Channel, DeliveryPolicy, Kind, NewDelivery, Outbox, RowState
+from delivery.dispatcher import Dispatcher
+from delivery.outbox import Channel, DeliveryPolicy, Kind, NewDelivery, Outbox, OutboxRow, RowState
 from delivery.report import outbox_report, requeue_all, requeue_rows
 from delivery.service import build_sink, delivery_policy, gateway_identity
 from delivery.views import RetryOutcome
@@ -111,3 +115,32 @@ def test_retry_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         assert (row.state, row.attempts) == (RowState.PENDING, 0)
     finally:
         outbox.close()
+
+
+@dataclass
+class RecordingSender:
+    """Takes every row at once and remembers it (the real senders are tested with real peers)."""
+
+    sent: list[int] = field(default_factory=list)
+
+    def send(self, row: OutboxRow) -> None:
+        self.sent.append(row.id)
+
+
+def test_wake_sends_queued_rows_without_waiting_for_the_poll(tmp_path: Path) -> None:
+    outbox, stop, sender = Outbox(tmp_path / "journal.sqlite"), threading.Event(), RecordingSender()
+    dispatcher = Dispatcher(outbox, {Channel.DICOM: sender}, ONE_ATTEMPT, stop, poll_s=60.0)
+    dispatcher.start()
+    try:
+        outbox.enqueue([NewDelivery("1.2.3", 1, Kind.SR, "1.2.3.1", Channel.DICOM, "pacs", "x")])
+        dispatcher.wake()
+        deadline = time.monotonic() + 5
+        while not sender.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(sender.sent) == 1 and outbox.counts()[RowState.DELIVERED] == 1
+    finally:
+        stop.set()
+        dispatcher.wake()
+        dispatcher.join(5)
+        outbox.close()
+    assert not dispatcher.is_alive()  # stop + wake ends the thread long before its 60 s poll
