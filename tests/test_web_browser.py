@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -34,6 +35,9 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1280,1000")
+
+# The worklist re-renders its rows; an element handle may go stale between two calls.
+RERENDERED = (StaleElementReferenceException,)
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +111,14 @@ def test_upload_of_a_non_image_shows_the_reason(browser: WebDriver, server: str,
     bad.write_text("not an x-ray at all " * 20)
     browser.get(server + "/")
     browser.find_element(By.ID, "file").send_keys(str(bad))
-    error = WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "error")))
+    error = WebDriverWait(browser, 30, ignored_exceptions=RERENDERED).until(
+        ec.visibility_of_element_located((By.ID, "error")))
     assert "not a PNG, JPEG or DICOM" in error.text
 
 
 def test_worklist_retry_dead_letter(browser: WebDriver, server: str) -> None:
     browser.get(server + "/worklist")
-    wait = WebDriverWait(browser, 30)
+    wait = WebDriverWait(browser, 30, ignored_exceptions=RERENDERED)
     row = (By.CSS_SELECTOR, f'tr[data-uid="{STUDY_A}"]')
     wait.until(ec.presence_of_element_located(row))
     assert "dead-letter" in browser.find_element(*row).text
@@ -131,20 +136,23 @@ def test_worklist_retry_dead_letter(browser: WebDriver, server: str) -> None:
 
 def test_worklist_orders_by_tb_score(browser: WebDriver, server: str) -> None:
     browser.get(server + "/worklist")
-    wait = WebDriverWait(browser, 30)
+    wait = WebDriverWait(browser, 30, ignored_exceptions=RERENDERED)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#studies tbody tr")) == 4)
     browser.find_element(By.CSS_SELECTOR, '#sort option[value="tb-score"]').click()
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#studies tbody tr")[0]
-               .get_attribute("data-uid") != "1.2.826.0.1.3680043.8.498.7004")
-    scores = [r.find_elements(By.TAG_NAME, "td")[5].text
-              for r in browser.find_elements(By.CSS_SELECTOR, "#studies tbody tr")]
+    # Read the re-rendered table in one script call: the rows are replaced while the page sorts,
+    # so element handles taken in one call may be stale in the next.
+    first_uid = 'const r = document.querySelector("#studies tbody tr"); return r && r.dataset.uid;'
+    wait.until(lambda d: d.execute_script(first_uid) not in (None, "1.2.826.0.1.3680043.8.498.7004"))
+    scores = browser.execute_script(
+        'return [...document.querySelectorAll("#studies tbody tr")]'
+        '.map(r => r.querySelectorAll("td")[5].innerText);')
     numbers = [float(s.rstrip(" %")) for s in scores if s]
     assert len(numbers) == 2 and numbers == sorted(numbers, reverse=True)
 
 
 def test_settings_page_without_secrets(browser: WebDriver, server: str) -> None:
     browser.get(server + "/settings")
-    text = WebDriverWait(browser, 30).until(
+    text = WebDriverWait(browser, 30, ignored_exceptions=RERENDERED).until(
         lambda d: d.find_element(By.ID, "config").text or None)
     assert "CXRGATEWAY" in text and "PACS" in text and "loopback only" in text
     _shot(browser, "settings")
