@@ -50,7 +50,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "evaluation, export and card")
     p.add_argument("--card-notes", type=Path,
                    help="Markdown file appended to card.md (experiments, known limitations)")
-    p.add_argument("--cache", type=Path, default=Path(".cache/data"),
+    p.add_argument("--cache", default=".cache/data",
                    help="preprocessed-image cache folder ('' to disable)")
     p.set_defaults(func=_cmd_train)
 
@@ -67,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       source_weights=_parse_source_weights(args.source_weights))
     notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
-                     args.cache if str(args.cache) else None, cfg, notes, args.skip_training))
+                     Path(args.cache) if args.cache else None, cfg, notes, args.skip_training))
     print(f"model folder written: {args.out}")
     return 0
 
