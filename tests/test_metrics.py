@@ -77,3 +77,12 @@ def test_threshold_rules_protect_the_worst_source() -> None:
     s2 = np.array([0.9, 0.7, 0.1, 0.2, 0.5, 0.6], dtype=np.float32)
     thr2, _ = choose_threshold("pneumonia-vs-tb", y2, s2, ["p", "p", "a", "a", "b", "b"])
     assert thr2 > 0.6 and np.all(s2[2:] < thr2)
+
+
+def test_metrics_table_is_valid_markdown() -> None:
+    from training.evaluate import METRIC_COLUMNS, metrics_table
+
+    table = metrics_table({"overall": {"n": 3, "roc_auc": 0.5}}).splitlines()
+    assert len(table) == 3
+    assert table[1] == "|---" * (len(METRIC_COLUMNS) + 1) + "|"
+    assert table[2].startswith("| overall | 3 |") and "0.500" in table[2]

@@ -95,7 +95,7 @@ METRIC_COLUMNS = ("n", "n_positive", "roc_auc", "pr_auc", "recall", "specificity
 
 def metrics_table(rows: dict[str, dict[str, object]]) -> str:
     """A Markdown table, one row per named metrics dict (recall = sensitivity at the threshold)."""
-    head = "| set | " + " | ".join(METRIC_COLUMNS) + " |\n|---" * (len(METRIC_COLUMNS) + 1) + "|\n"
+    head = "| set | " + " | ".join(METRIC_COLUMNS) + " |\n" + "|---" * (len(METRIC_COLUMNS) + 1) + "|\n"
     body = "".join(
         f"| {name} | " + " | ".join(_fmt(m.get(c, "")) for c in METRIC_COLUMNS) + " |\n"
         for name, m in rows.items()
