@@ -46,3 +46,19 @@ def test_crop_margin_and_window() -> None:
 def test_rejects_flat_tiny_or_colour(bad: np.ndarray) -> None:
     with pytest.raises(PreprocessError):
         preprocess_gray(bad, 64)
+
+
+def test_training_and_serving_see_the_same_input(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The training loader (cached uint8) and the serving path give the same model input."""
+    import cv2
+
+    from inference.pixels import file_to_gray
+    from training.data import Record, load_images
+
+    img = phantom(np.random.default_rng(7), "tb", 300)
+    for name in ("x.png", "x.jpg"):
+        path = tmp_path / name
+        cv2.imwrite(str(path), img)
+        trained = load_images([Record(path, "tb", "s", "train")], 224).images[0] / 255.0
+        served = preprocess_gray(file_to_gray(path), 224)
+        assert np.abs(trained - served).max() <= 0.5 / 255 + 1e-6  # only the cache's uint8 rounding

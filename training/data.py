@@ -20,10 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from inference.pixels import PixelError, file_to_gray
 from inference.preprocess import PreprocessError, preprocess_gray
 
 log = logging.getLogger(__name__)
@@ -136,13 +136,18 @@ def stratified_split(records: list[Record], seed: int, val_fraction: float,
     return out
 
 
-def load_gray(path: Path) -> NDArray[np.uint8] | None:
-    """Read an image file as 8-bit grayscale, or ``None`` when it is unreadable."""
-    data = np.fromfile(path, dtype=np.uint8) if path.exists() else np.empty(0, np.uint8)
-    if data.size == 0:
+def load_gray(path: Path) -> NDArray[np.float32] | None:
+    """Read an image file as grayscale in [0, 1], or ``None`` when it is unreadable.
+
+    The serving path's own reader (:func:`inference.pixels.file_to_gray`), so a
+    PNG/JPEG reaches ``preprocess_gray`` identically in training and serving.
+    """
+    if not path.is_file():
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-    return np.asarray(img, dtype=np.uint8) if img is not None and img.size else None
+    try:
+        return file_to_gray(path)
+    except PixelError:
+        return None
 
 
 def load_images(records: list[Record], size: int) -> ImageSet:
@@ -175,7 +180,7 @@ def load_split_cached(records: list[Record], split: str, size: int, cache_dir: P
     if cache_dir is None:
         return load_images(chosen, size)
     key = hashlib.sha256(
-        ("|".join(f"{r.path}:{r.label}:{r.source}" for r in chosen) + f"#{size}#v1").encode()
+        ("|".join(f"{r.path}:{r.label}:{r.source}" for r in chosen) + f"#{size}#v2").encode()
     ).hexdigest()[:16]
     cache = cache_dir / f"{split}-{size}-{key}.npz"
     if cache.exists():
