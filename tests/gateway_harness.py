@@ -7,6 +7,7 @@ that returns each status, and direct read access to the journal.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -46,6 +47,16 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 GATEWAY = Path(sys.executable).with_name("cxr-gateway")
 OWN_AE = "CXRGATEWAY"
 START_TIMEOUT_S = 60.0
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Never leave a gateway running after the test run, even when a test failed midway."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def free_port() -> int:
@@ -98,6 +109,7 @@ class GatewayProcess:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         self.proc = subprocess.Popen([str(GATEWAY), "serve", "--config", str(self.config_path)],
                                      stdout=log, stderr=subprocess.STDOUT, env=env)
+        _STARTED.append(self.proc)
         log.close()
         if wait:
             self.wait_ready()
@@ -125,6 +137,13 @@ class GatewayProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+    def ensure_stopped(self) -> None:
+        """Kill the process if a failed test left it running (for ``finally`` blocks)."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
 
     def kill9(self) -> None:
         assert self.proc is not None

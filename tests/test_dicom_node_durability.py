@@ -71,30 +71,33 @@ def test_kill9_during_intake_loses_no_acknowledged_instance(tmp_path: Path) -> N
     sent = radiographs(40)
     by_uid = {ds.SOPInstanceUID: ds for ds in sent}
     proc = GatewayProcess(tmp_path, gateway_config(tmp_path, free_port())).start()
-    acked: list[str] = []
-    sender = threading.Thread(target=send_until_killed, args=(proc.port, sent, acked))
-    sender.start()
-    deadline = time.monotonic() + 60
-    while len(acked) < 12 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.kill9()
-    sender.join(30)
-    assert 12 <= len(acked) < len(sent), "the kill must land in the middle of the intake"
+    try:
+        acked: list[str] = []
+        sender = threading.Thread(target=send_until_killed, args=(proc.port, sent, acked))
+        sender.start()
+        deadline = time.monotonic() + 60
+        while len(acked) < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.kill9()
+        sender.join(30)
+        assert 12 <= len(acked) < len(sent), "the kill must land in the middle of the intake"
 
-    proc.start()
-    stored = dict(proc.rows("SELECT sop_instance_uid, path FROM instances"))
-    for uid in acked:
-        assert uid in stored, f"{uid} was answered Success but is not in the journal"
-        back = pydicom.dcmread(stored[uid])
-        assert back.PixelData == by_uid[uid].PixelData
-    assert all(Path(p).is_file() for p in stored.values())
-    assert not list((proc.spool / "tmp").iterdir()), "half-written temp files left behind"
-    assert set(proc.states().values()) == {"queued"}
+        proc.start()
+        stored = dict(proc.rows("SELECT sop_instance_uid, path FROM instances"))
+        for uid in acked:
+            assert uid in stored, f"{uid} was answered Success but is not in the journal"
+            back = pydicom.dcmread(stored[uid])
+            assert back.PixelData == by_uid[uid].PixelData
+        assert all(Path(p).is_file() for p in stored.values())
+        assert not list((proc.spool / "tmp").iterdir()), "half-written temp files left behind"
+        assert set(proc.states().values()) == {"queued"}
 
-    assert store(proc.port, sent) == [StoreStatus.SUCCESS] * len(sent)  # the PACS resends all
-    assert proc.rows("SELECT COUNT(DISTINCT sop_instance_uid), COUNT(*) FROM instances") == [
-        (len(sent), len(sent))]
-    assert proc.stop() == 0
+        assert store(proc.port, sent) == [StoreStatus.SUCCESS] * len(sent)  # the PACS resends all
+        assert proc.rows("SELECT COUNT(DISTINCT sop_instance_uid), COUNT(*) FROM instances") == [
+            (len(sent), len(sent))]
+        assert proc.stop() == 0
+    finally:
+        proc.ensure_stopped()
 
 
 class FailingJournal(Journal):

@@ -111,20 +111,23 @@ def test_kill9_during_classification_resumes_after_restart(tmp_path: Path) -> No
     assert store(receiver.port, files) == [0] * len(files)
     assert receiver.stop() == 0
 
-    classifier = GatewayProcess(classifier.folder, classifier.config).start(wait=False)
-    _wait_until(lambda: _count(classifier, "classifying") > 0 and
-                _count(classifier, "classified") >= 1, poll_s=0.002)
-    classifier.kill9()
-    states = classifier.states()
-    assert "classifying" in states.values() and "queued" in states.values(), states
+    try:
+        classifier = GatewayProcess(classifier.folder, classifier.config).start(wait=False)
+        _wait_until(lambda: _count(classifier, "classifying") > 0 and
+                    _count(classifier, "classified") >= 1, poll_s=0.002)
+        classifier.kill9()
+        states = classifier.states()
+        assert "classifying" in states.values() and "queued" in states.values(), states
 
-    classifier.start()
-    classifier.wait_for(PENDING, 0, timeout=120)
-    assert classifier.states() == {sop: "classified" for sop in sops}
-    [(jobs, attempts)] = classifier.rows("SELECT COUNT(*), MAX(attempts) FROM jobs")
-    assert (jobs, attempts) == (len(sops), 2)  # the interrupted one ran twice, nothing else
-    assert "job(s) re-queued" in classifier.log()
-    assert classifier.stop() == 0
+        classifier.start()
+        classifier.wait_for(PENDING, 0, timeout=120)
+        assert classifier.states() == {sop: "classified" for sop in sops}
+        [(jobs, attempts)] = classifier.rows("SELECT COUNT(*), MAX(attempts) FROM jobs")
+        assert (jobs, attempts) == (len(sops), 2)  # the interrupted one ran twice, nothing else
+        assert "job(s) re-queued" in classifier.log()
+        assert classifier.stop() == 0
+    finally:
+        classifier.ensure_stopped()
 
 
 def _count(proc: GatewayProcess, state: str) -> int:
