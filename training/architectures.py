@@ -19,6 +19,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from training.tasks import ARCHITECTURES
+
 log = logging.getLogger(__name__)
 
 _Scale = Callable[[keras.KerasTensor], keras.KerasTensor]
@@ -75,10 +77,6 @@ def _compact(size: int, l2: float) -> keras.Model:
         if i < 4:
             x = layers.MaxPooling2D()(x)
     return keras.Model(inp, x, name="compact")
-
-
-ARCHITECTURES = ("compact", "mobilenetv3small", "mobilenetv3large", "efficientnetb0",
-                 "resnet50", "vgg16", "inceptionv3", "densenet121")
 
 
 def build_model(arch: str, size: int, dropout: float = 0.3, l2: float = 1e-4,

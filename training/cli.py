@@ -7,8 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from training.architectures import ARCHITECTURES
-from training.tasks import TASKS
+from training.tasks import ARCHITECTURES, TASKS
 
 log = logging.getLogger(__name__)
 

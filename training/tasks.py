@@ -22,6 +22,11 @@ class Task:
         return None
 
 
+# Selectable backbones (built in :mod:`training.architectures`; named here so that the
+# command line can list them without importing TensorFlow).
+ARCHITECTURES = ("compact", "mobilenetv3small", "mobilenetv3large", "efficientnetb0",
+                 "resnet50", "vgg16", "inceptionv3", "densenet121")
+
 TB_VS_NORMAL = Task("tb-vs-normal", frozenset({"tb"}), frozenset({"normal"}))
 PNEUMONIA_VS_TB = Task("pneumonia-vs-tb", frozenset({"pneumonia"}), frozenset({"tb"}))
 TASKS = {t.name: t for t in (TB_VS_NORMAL, PNEUMONIA_VS_TB)}
