@@ -19,14 +19,13 @@ UID / control ID, which the receiver recognises.
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from dicom_node.sqlite_db import SqliteDatabase
 
 log = logging.getLogger(__name__)
 
@@ -119,46 +118,14 @@ class OutboxRow:
     last_error: str | None
 
 
-class Outbox:
+class Outbox(SqliteDatabase):
     """The outbox table; thread-safe (one connection, one lock)."""
 
+    label = "outbox"
+    error = OutboxError
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.RLock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                       timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            raise OutboxError(f"outbox {path}: cannot open ({err}); check storage.database") from err
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException as err:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if isinstance(err, sqlite3.Error):
-                    raise OutboxError(f"outbox {self.path}: {err}") from err
-                raise
-
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, args).fetchall()
-            except sqlite3.Error as err:
-                raise OutboxError(f"outbox {self.path}: {err}") from err
+        super().__init__(path, SCHEMA)
 
     def enqueue(self, items: Sequence[NewDelivery], now: float | None = None) -> int:
         """Queue ``items`` in one transaction; returns how many were new.

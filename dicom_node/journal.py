@@ -15,15 +15,13 @@ image that crashes the process every time ends ``failed``, not in a loop.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from dicom_node.errors import JournalError
+from dicom_node.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -134,52 +132,14 @@ _INSTANCE_COLUMNS = ("id, sop_instance_uid, sop_class_uid, study_uid, series_uid
                      "path, received_at, state, reason, result_json, heatmap_path")
 
 
-class Journal:
+class Journal(SqliteDatabase):
     """Instances, jobs and studies in one SQLite database."""
 
+    label = "journal"
+    error = JournalError
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.RLock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                       timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            raise JournalError(
-                f"journal {path}: cannot open ({err}); check storage.database") from err
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One immediate transaction; any SQLite error becomes :class:`JournalError`."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except sqlite3.Error as err:
-                self._rollback()
-                raise JournalError(f"journal {self.path}: {err}") from err
-            except BaseException:
-                self._rollback()
-                raise
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, args).fetchall()
-            except sqlite3.Error as err:
-                raise JournalError(f"journal {self.path}: {err}") from err
+        super().__init__(path, SCHEMA)
 
     def has_instance(self, sop_instance_uid: str) -> bool:
         return bool(self._read("SELECT 1 FROM instances WHERE sop_instance_uid = ?",
