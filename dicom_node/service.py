@@ -24,7 +24,7 @@ from dicom_node.journal import Journal
 from dicom_node.preflight import models_dir
 from dicom_node.scp import start_scp
 from dicom_node.spool import Spool
-from dicom_node.worker import Pipeline, Worker
+from dicom_node.worker import Pipeline, Predictor, Worker
 from inference.preprocess import PreprocessError
 from inference.registry import ModelError
 
@@ -36,8 +36,6 @@ DRAIN_TIMEOUT_S = 10.0
 def build_pipeline(settings: Settings) -> Pipeline:
     """The real per-instance steps: quality gate, pixel decoding, both LiteRT models."""
     from inference.engine import InferenceEngine
-    from inference.pixels import PixelError, dicom_to_gray
-    from inference.quality import check_quality, verdict_for_pixel_error
 
     folder = models_dir(settings)
     try:
@@ -46,8 +44,16 @@ def build_pipeline(settings: Settings) -> Pipeline:
     except (ModelError, ValueError, RuntimeError) as err:
         raise StartupError(f"inference.models_dir ({folder}): cannot load the models ({err}); "
                            "export them there or set inference.workers: 0") from err
+    return engine_pipeline(engine, settings.inference.heatmap)
+
+
+def engine_pipeline(engine: Predictor, heatmap: bool) -> Pipeline:
+    """The worker pipeline of the real parts: quality gate, pixel normalisation, ``engine``."""
+    from inference.pixels import PixelError, dicom_to_gray
+    from inference.quality import check_quality, verdict_for_pixel_error
+
     return Pipeline(check_quality=check_quality, to_gray=dicom_to_gray, predictor=engine,
-                    heatmap=settings.inference.heatmap, undecodable=(PixelError,),
+                    heatmap=heatmap, undecodable=(PixelError,),
                     explain_undecodable=verdict_for_pixel_error, unusable=(PreprocessError,))
 
 

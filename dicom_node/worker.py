@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import pydicom
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from dicom_node.errors import JournalError
 from dicom_node.journal import Job, Journal, StoredResult
+from inference.pixels import PixelError, load_dicom
 from inference.results import ClassifierScore, Finding, Prediction
 
 log = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ class Worker(threading.Thread):
             log.error("%s: cannot record %s: %s", self.name, job.sop_instance_uid, err)
         except self.pipeline.unusable as err:
             self._fail(job, f"failed: {err}")
-        except (InvalidDicomError, OSError) as err:
+        except (PixelError, OSError) as err:
             self._fail(job, f"failed: cannot read the spool file ({err})")
         except Exception as err:
             log.exception("%s: error on %s (attempt %d)", self.name, job.sop_instance_uid,
@@ -140,7 +139,7 @@ class Worker(threading.Thread):
             self._retry_or_fail(job, err)
 
     def _classify(self, job: Job) -> None:
-        ds = pydicom.dcmread(job.path, force=True)
+        ds = load_dicom(job.path)
         verdict = self.pipeline.check_quality(ds)
         if not verdict.ok:
             log.info("%s %s", job.sop_instance_uid, verdict.reason)

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from config.schema import Settings
 from delivery.outbox import Channel, DeliveryPolicy, Kind, NewDelivery, Outbox
 from dicom_node.journal import Journal, NewInstance
+from dicom_node.service import engine_pipeline
 from dicom_node.worker import Pipeline, Worker
 from inference.engine import InferenceEngine
 from tests.conftest import MODELS_DIR
@@ -74,13 +75,7 @@ def settings_for(folder: Path, models: Path, **web: Any) -> Settings:
 
 
 def real_pipeline(engine: InferenceEngine) -> Pipeline:
-    from inference.pixels import PixelError, dicom_to_gray
-    from inference.preprocess import PreprocessError
-    from inference.quality import check_quality, verdict_for_pixel_error
-
-    return Pipeline(check_quality=check_quality, to_gray=dicom_to_gray, predictor=engine,
-                    heatmap=True, undecodable=(PixelError,),
-                    explain_undecodable=verdict_for_pixel_error, unusable=(PreprocessError,))
+    return engine_pipeline(engine, heatmap=True)
 
 
 def receive(journal: Journal, spool: Path, ds: Dataset) -> None:
