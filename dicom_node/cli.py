@@ -123,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", err)
         delivery.stop()
         return EXIT_CONFIG
-    web = _start_web(settings, gateway)  # web console and REST API (issue 5, see web/server.py)
+    web = _start_web(settings, gateway, delivery)  # web console and REST API (issue 5, see web/server.py)
     if web is None:
         gateway.stop()
         delivery.stop()
@@ -147,12 +147,13 @@ def _start_delivery(settings: Settings) -> Delivery | None:
         return None
 
 
-def _start_web(settings: Settings, gateway: Gateway) -> WebServer | None:
+def _start_web(settings: Settings, gateway: Gateway, delivery: Delivery) -> WebServer | None:
     """Hook for issue 5: the web app next to the SCP; ``None`` (logged) when it cannot listen."""
     from web.server import WebStartError, start_web
 
     try:
-        return start_web(settings, gateway.journal)
+        engine = gateway.pipeline.predictor if gateway.pipeline is not None else None
+        return start_web(settings, gateway.journal, engine, delivery.outbox)
     except WebStartError as err:
         log.error("cannot start: %s", err)
         return None

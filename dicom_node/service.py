@@ -66,6 +66,7 @@ class Gateway:
     server: ThreadedAssociationServer
     threads: list[threading.Thread]
     stop_event: threading.Event = field(default_factory=threading.Event)
+    pipeline: Pipeline | None = None  # its predictor is the loaded engine, shared with the web app
 
     def stop(self) -> None:
         log.info("stopping: no new associations")
@@ -102,7 +103,7 @@ def start_gateway(settings: Settings, sink: ResultSink | None = None,
             thread.join()
         journal.close()
         raise
-    return Gateway(settings, journal, server, threads, stop)
+    return Gateway(settings, journal, server, threads, stop, pipeline)
 
 
 def _recover(journal: Journal, spool: Spool) -> None:

@@ -53,20 +53,28 @@ class WebServer:
     server: uvicorn.Server
     thread: threading.Thread
     outbox: Outbox
+    owns_outbox: bool = True
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=START_TIMEOUT_S)
-        self.outbox.close()
+        if self.owns_outbox:
+            self.outbox.close()
 
 
-def start_web(settings: Settings, journal: Journal) -> WebServer:
-    """Serve the console and API on ``web.bind_address:web.port``; returns once listening."""
+def start_web(settings: Settings, journal: Journal, engine: Predictor | None = None,
+              outbox: Outbox | None = None) -> WebServer:
+    """Serve the console and API on ``web.bind_address:web.port``; returns once listening.
+
+    ``serve`` passes the engine its workers already loaded and the running outbox,
+    so the models are loaded and the database opened once per process.
+    """
+    owns_outbox = outbox is None
     try:
-        outbox = Outbox(journal.path)
+        outbox = Outbox(journal.path) if outbox is None else outbox
     except OutboxError as err:
         raise WebStartError(str(err)) from err
-    engine, error = load_engine(settings)
+    engine, error = (engine, None) if engine is not None else load_engine(settings)
     app = create_app(settings, engine, journal, outbox=outbox, engine_error=error)
     config = uvicorn.Config(app, host=settings.web.bind_address, port=settings.web.port,
                             log_config=None, access_log=False)
@@ -78,8 +86,9 @@ def start_web(settings: Settings, journal: Journal) -> WebServer:
         time.sleep(0.05)
     if not server.started:
         server.should_exit = True
-        outbox.close()
+        if owns_outbox:
+            outbox.close()
         raise WebStartError(f"web.bind_address/web.port: cannot listen on {settings.web.bind_address}:"
                             f"{settings.web.port}; free the port or change web.port")
     log.info("web console on http://%s:%d/", settings.web.bind_address, settings.web.port)
-    return WebServer(server, thread, outbox)
+    return WebServer(server, thread, outbox, owns_outbox)
