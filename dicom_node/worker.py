@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 from dicom_node.errors import JournalError
 from dicom_node.journal import Job, Journal, StoredResult
 from inference.pixels import PixelError, load_dicom
+from inference.quality import QualityVerdict
 from inference.results import ClassifierScore, Finding, Prediction
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class Predictor(Protocol):
     """What classifies a grayscale image (``inference.engine.InferenceEngine``)."""
 
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction: ...
+
+    def check_pixels(self, gray: NDArray[np.generic]) -> QualityVerdict | None: ...
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,11 @@ class Worker(threading.Thread):
             reason = self.pipeline.explain_undecodable(err).reason
             log.info("%s %s", job.sop_instance_uid, reason)
             self.journal.finish_skipped(job, reason)
+            return
+        pixel_verdict = self.pipeline.predictor.check_pixels(gray)
+        if pixel_verdict is not None:
+            log.info("%s %s", job.sop_instance_uid, pixel_verdict.reason)
+            self.journal.finish_skipped(job, pixel_verdict.reason)
             return
         prediction = self.pipeline.predictor.predict_gray(gray, heatmap=self.pipeline.heatmap)
         heatmap_path = self._save_heatmap(job.path, prediction.heatmap)

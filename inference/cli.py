@@ -33,7 +33,8 @@ def _is_dicom(path: Path) -> bool:
 
 
 def predict_file(engine: InferenceEngine, path: Path) -> Prediction:
-    """Classify one file; DICOM goes through the quality gate first."""
+    """Classify one file; DICOM goes through the quality gate first, every image through
+    the grey-scale polarity check."""
     from inference.pixels import PixelError, dicom_to_gray, file_to_gray, load_dicom
     from inference.quality import check_quality
 
@@ -45,6 +46,9 @@ def predict_file(engine: InferenceEngine, path: Path) -> Prediction:
         gray = dicom_to_gray(ds)
     else:
         gray = file_to_gray(path)
+    pixel_verdict = engine.check_pixels(gray)
+    if pixel_verdict is not None:
+        raise PixelError(pixel_verdict.reason)
     return engine.predict_gray(gray, heatmap=False)
 
 

@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from inference.polarity import PolarityModel, load_polarity
 from inference.preprocess import preprocess_gray
+from inference.quality import QualityVerdict
 from inference.registry import PNEUMONIA_VS_TB, TB_VS_NORMAL, ModelSpec, load_registry
 from inference.results import ClassifierScore, Prediction, combine
 
@@ -71,16 +73,22 @@ def cam_to_heatmap(cam: NDArray[np.float32], size: int) -> NDArray[np.float32]:
 
 
 class InferenceEngine:
-    """Both shipped classifiers; thread-safe, one interpreter per model."""
+    """Both shipped classifiers and the grey-scale polarity check; thread-safe."""
 
-    def __init__(self, specs: dict[str, ModelSpec], num_threads: int = 2) -> None:
+    def __init__(self, specs: dict[str, ModelSpec], num_threads: int = 2,
+                 polarity: PolarityModel | None = None) -> None:
         self.tb = TfliteModel(specs[TB_VS_NORMAL], num_threads)
         self.pneumonia = TfliteModel(specs[PNEUMONIA_VS_TB], num_threads)
+        self.polarity = polarity
 
     @classmethod
     def from_models_dir(cls, models_dir: Path, thresholds: dict[str, float] | None = None,
                         num_threads: int = 2) -> InferenceEngine:
-        return cls(load_registry(models_dir, thresholds), num_threads)
+        return cls(load_registry(models_dir, thresholds), num_threads, load_polarity(models_dir))
+
+    def check_pixels(self, gray: NDArray[np.generic]) -> QualityVerdict | None:
+        """A skip verdict when the decoded image must not be classified (inverted grey scale)."""
+        return self.polarity.check(gray) if self.polarity is not None else None
 
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction:
         """Classify one presentation-space grayscale image with both models."""

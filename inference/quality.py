@@ -20,7 +20,8 @@ fails gives the reason recorded for the instance:
    (:func:`inference.pixels.pixel_format`).
 
 Decoding can still fail later; :func:`verdict_for_pixel_error` words that
-case the same way.
+case the same way. Once decoded, :mod:`inference.polarity` skips images whose
+grey scale looks inverted (a wrong Photometric Interpretation).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class GateCode(StrEnum):
     SIZE = "size"
     PIXEL_FORMAT = "pixel-format"
     UNREADABLE = "unreadable"
+    INVERTED = "inverted"  # decided on the pixels, by :mod:`inference.polarity`
 
 
 @dataclass(frozen=True)

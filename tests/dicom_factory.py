@@ -150,6 +150,13 @@ def make_chest(spec: ChestSpec | None = None, **changes: Any) -> Dataset:
     return ds
 
 
+def make_relabelled_mono1(**changes: Any) -> Dataset:
+    """MONOCHROME2 pixels labelled MONOCHROME1: a wrong header, displayed inverted."""
+    ds = make_chest(**changes)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    return ds
+
+
 def _base_dataset(spec: ChestSpec) -> Dataset:
     sop_class = spec.sop_class or SOP_CLASS_FOR_MODALITY.get(spec.modality,
                                                              SecondaryCaptureImageStorage)

@@ -157,7 +157,10 @@ def test_predict_on_real_dicom_samples(tiny_models: Path, capsys: pytest.Capture
     main(["predict", "--models", str(tiny_models), "--json", *map(str, chest + other)])
     results = {Path(r["file"]).name: r for r in
                (json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-len(chest + other):])}
+    inverted = "cr-jpeg-baseline-relabelled-mono1.dcm"  # MONOCHROME2 pixels labelled MONOCHROME1
+    assert "grey scale looks inverted" in results[inverted]["error"]
     for path in chest:
-        assert "finding" in results[path.name], results[path.name]
+        if path.name != inverted:
+            assert "finding" in results[path.name], results[path.name]
     for path in other:
         assert "error" in results[path.name], results[path.name]

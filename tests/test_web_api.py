@@ -15,7 +15,7 @@ from config.schema import Settings
 from delivery.outbox import RowState
 from dicom_node.journal import Journal
 from inference.engine import InferenceEngine
-from tests.dicom_factory import make_chest, make_lateral, make_nm, make_sr, make_tiny
+from tests.dicom_factory import make_chest, make_lateral, make_nm, make_relabelled_mono1, make_sr, make_tiny
 from tests.web_support import (
     STUDY_A,
     STUDY_B,
@@ -112,6 +112,7 @@ def test_predict_dicom_passes_the_gate(client: TestClient) -> None:
     (dicom_bytes(make_nm()), 422, "Modality NM"),
     (dicom_bytes(make_lateral()), 422, "not a frontal chest view"),
     (dicom_bytes(make_tiny()), 422, "image size 64x64"),
+    (dicom_bytes(make_relabelled_mono1(rows=256, columns=256)), 422, "grey scale looks inverted"),
 ])
 def test_bad_uploads_are_4xx_with_reason(client: TestClient, content: bytes, status: int,
                                          words: str) -> None:

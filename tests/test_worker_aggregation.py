@@ -20,10 +20,11 @@ from dicom_node.aggregation import Aggregator, StudyResult, build_study_result
 from dicom_node.journal import InstanceState, Journal, NewInstance
 from dicom_node.worker import Pipeline, Worker
 from inference.pixels import PixelError, dicom_to_gray
+from inference.polarity import PolarityModel, load_polarity
 from inference.preprocess import PreprocessError
-from inference.quality import check_quality, verdict_for_pixel_error
+from inference.quality import QualityVerdict, check_quality, verdict_for_pixel_error
 from inference.results import ClassifierScore, Prediction, combine
-from tests.dicom_factory import make_chest, make_nm, write
+from tests.dicom_factory import make_chest, make_nm, make_relabelled_mono1, write
 
 STUDY = "1.2.826.0.1.3680043.8.498.777"
 
@@ -31,9 +32,13 @@ STUDY = "1.2.826.0.1.3680043.8.498.777"
 class ScriptedPredictor:
     """Returns the next TB score of a script; raises it when it is an exception."""
 
-    def __init__(self, scores: list[float | Exception]) -> None:
+    def __init__(self, scores: list[float | Exception], polarity: PolarityModel | None = None) -> None:
         self.scores = list(scores)
+        self.polarity = polarity
         self.calls = 0
+
+    def check_pixels(self, gray: NDArray[np.generic]) -> QualityVerdict | None:
+        return self.polarity.check(gray) if self.polarity is not None else None
 
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction:
         self.calls += 1
@@ -107,6 +112,22 @@ def test_undecodable_pixels_are_skipped_with_reason(journal: Journal, tmp_path: 
     assert record is not None and record.state is InstanceState.SKIPPED
     assert record.reason and record.reason.startswith("skipped:")
     assert predictor.calls == 0
+
+
+def test_inverted_grey_scale_is_skipped_with_reason(journal: Journal, tmp_path: Path) -> None:
+    """The shipped polarity model: the factory's chest classified, its relabelled twin skipped."""
+    polarity = load_polarity()
+    assert polarity is not None, "models/polarity/polarity.json is shipped"
+    right = receive(journal, tmp_path, make_chest(rows=256, columns=256, study_uid=STUDY))
+    wrong = receive(journal, tmp_path, make_relabelled_mono1(rows=256, columns=256, study_uid=STUDY))
+    predictor = ScriptedPredictor([0.4], polarity)
+    drain(journal, predictor)
+    assert predictor.calls == 1
+    assert journal.instance(right).state is InstanceState.CLASSIFIED  # type: ignore[union-attr]
+    record = journal.instance(wrong)
+    assert record is not None and record.state is InstanceState.SKIPPED
+    assert record.reason is not None and "grey scale looks inverted" in record.reason
+    assert "Photometric Interpretation (0028,0004)" in record.reason
 
 
 def test_transient_error_is_retried_then_failed(journal: Journal, tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""Subcommands ``train``, ``evaluate`` and ``export`` (``predict`` lives in :mod:`inference.cli`)."""
+"""Subcommands ``train``, ``evaluate``, ``export`` and ``train-polarity``.
+
+``predict`` lives in :mod:`inference.cli`.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_train(sub)
     _register_evaluate(sub)
     _register_export(sub)
+    _register_train_polarity(sub)
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,6 +36,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--steps-per-epoch", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine: decay to 1%% of --lr over the run (default); constant: --lr throughout")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--l2", type=float, default=1e-4)
     p.add_argument("--patience", type=int, default=5)
@@ -63,7 +69,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       learning_rate=args.lr, dropout=args.dropout, l2=args.l2,
                       patience=args.patience, seed=args.seed, balance=args.balance,
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
-                      source_weights=_parse_source_weights(args.source_weights))
+                      source_weights=_parse_source_weights(args.source_weights),
+                      lr_schedule=args.lr_schedule)
     notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
                      Path(args.cache) if args.cache else None, cfg, notes, args.skip_training))
@@ -116,4 +123,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     variant = export_folder(args.model, args.data, not args.no_int8)
     print(f"wrote {args.model / 'model.tflite'} ({variant})")
+    return 0
+
+
+def _register_train_polarity(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train-polarity",
+                       help="train the inverted grey-scale check (wrong Photometric Interpretation)")
+    p.add_argument("--data", type=Path, required=True, help="labelled radiographs (train split used)")
+    p.add_argument("--external", type=Path, help="radiographs from other hospitals, measured only")
+    p.add_argument("--out", type=Path, required=True, help="folder for polarity.json and card.md")
+    p.add_argument("--threshold", type=float, default=0.9, help="P(inverted) from which an image is skipped")
+    p.add_argument("--version", default="1.0.0")
+    p.set_defaults(func=_cmd_train_polarity)
+
+
+def _cmd_train_polarity(args: argparse.Namespace) -> int:
+    from training.polarity import train_polarity
+
+    report = train_polarity(args.data, args.out, args.external, args.threshold, args.version)
+    print(json.dumps(report["sets"], indent=1))
+    print(f"polarity model written: {args.out}")
     return 0

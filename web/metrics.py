@@ -57,6 +57,7 @@ REASON_PHRASES: Final = (
     ("Rows or Columns is missing", GateCode.PIXEL_FORMAT),
     ("pixel data", GateCode.PIXEL_FORMAT),
     ("header attribute cannot be read", GateCode.UNREADABLE),
+    ("grey scale looks inverted", GateCode.INVERTED),
 )
 OTHER_REASON: Final = "other"
 

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from inference.pixels import PixelError, dicom_to_gray, file_to_gray, load_dicom
 from inference.preprocess import PreprocessError
-from inference.quality import check_quality, verdict_for_pixel_error
+from inference.quality import QualityVerdict, check_quality, verdict_for_pixel_error
 from inference.results import Prediction
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class UploadError(ValueError):
 
 class Predictor(Protocol):
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction: ...
+
+    def check_pixels(self, gray: NDArray[np.generic]) -> QualityVerdict | None: ...
 
 
 StageTimer = Callable[[str], AbstractContextManager[None]]
@@ -121,6 +123,9 @@ def classify_upload(data: bytes, predictor: Predictor, timer: StageTimer) -> Upl
     kind = sniff(data)
     with timer("decode"):
         gray = dicom_gray(data) if kind is UploadKind.DICOM else picture_gray(data)
+    verdict = predictor.check_pixels(gray)
+    if verdict is not None:
+        raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {verdict.reason}")
     try:
         with timer("inference"):
             prediction = predictor.predict_gray(gray, heatmap=True)
