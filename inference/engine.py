@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from inference.polarity import PolarityModel, load_polarity
-from inference.preprocess import preprocess_gray
+from inference.preprocess import preprocess_gray, view_stack
 from inference.quality import QualityVerdict
 from inference.registry import PNEUMONIA_VS_TB, TB_VS_NORMAL, ModelSpec, load_registry
 from inference.results import ClassifierScore, Prediction, combine
@@ -33,6 +33,10 @@ class TfliteModel:
 
         self.spec = spec
         self._interp = Interpreter(model_path=str(spec.path), num_threads=num_threads)
+        self._input = self._interp.get_input_details()[0]
+        if len(spec.views) > 1:  # all test-time views in one batch, one invoke
+            shape = [len(spec.views), *self._input["shape"][1:]]
+            self._interp.resize_tensor_input(self._input["index"], shape)
         self._interp.allocate_tensors()
         self._input = self._interp.get_input_details()[0]
         outputs = self._interp.get_output_details()
@@ -41,14 +45,18 @@ class TfliteModel:
         self._lock = threading.Lock()
 
     def run(self, unit: NDArray[np.float32]) -> tuple[float, NDArray[np.float32]]:
-        """Score and class activation map of one preprocessed ``(size, size)`` image."""
-        x = self._quantise(unit[np.newaxis, :, :, np.newaxis])
+        """Score and class activation map of one preprocessed ``(size, size)`` image.
+
+        The score is the mean over the model's test-time views; the map is the
+        first view's (``identity``, aligned with the image).
+        """
+        x = self._quantise(view_stack(unit, self.spec.views)[..., np.newaxis])
         with self._lock:
             self._interp.set_tensor(self._input["index"], x)
             self._interp.invoke()
             score = self._dequantise(self._score, self._interp.get_tensor(self._score["index"]))
             cam = self._dequantise(self._cam, self._interp.get_tensor(self._cam["index"]))
-        return float(score.reshape(-1)[0]), cam[0]
+        return float(score.reshape(-1).mean()), cam[0]
 
     def _quantise(self, x: NDArray[np.float32]) -> NDArray[np.generic]:
         scale, zero = (float(v) for v in self._input["quantization"])

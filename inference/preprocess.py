@@ -78,3 +78,47 @@ def preprocess_gray(gray: NDArray[np.generic], size: int = DEFAULT_INPUT_SIZE) -
 def to_model_batch(images: list[NDArray[np.float32]]) -> NDArray[np.float32]:
     """Stack preprocessed images into the ``(n, size, size, 1)`` model input."""
     return np.stack(images)[..., np.newaxis].astype(np.float32)
+
+
+IDENTITY_VIEW = "identity"
+
+
+def parse_view(name: str) -> tuple[float, bool]:
+    """``identity``, ``flip``, ``zoom<F>`` or ``zoom<F>-flip`` -> (zoom factor, mirrored)."""
+    text, flip = name.strip().lower(), False
+    if text == IDENTITY_VIEW:
+        return 1.0, False
+    if text == "flip":
+        return 1.0, True
+    if text.endswith("-flip"):
+        text, flip = text[: -len("-flip")], True
+    if text.startswith("zoom"):
+        try:
+            factor = float(text[len("zoom"):])
+        except ValueError:
+            factor = 0.0
+        if 1.0 <= factor <= 2.0:
+            return factor, flip
+    raise ValueError(f"unknown test-time view {name!r}: expected identity, flip, zoom<F> or "
+                     "zoom<F>-flip with 1 <= F <= 2 (e.g. zoom1.2-flip)")
+
+
+def view_stack(unit: NDArray[np.float32], views: tuple[str, ...]) -> NDArray[np.float32]:
+    """The ``(len(views), s, s)`` stack of views of one preprocessed image, first view first.
+
+    A model's score is the mean of its scores over its views (``model.json``
+    ``views``); training evaluation and serving both build the views here.
+    ``zoom<F>`` keeps the central 1/F of each side (more lung, less border),
+    ``flip`` mirrors left and right.
+    """
+    size = unit.shape[0]
+    out = []
+    for name in views or (IDENTITY_VIEW,):
+        factor, flip = parse_view(name)
+        img = unit
+        if factor > 1.0:
+            cut = int(round(size * (1.0 - 1.0 / factor) / 2.0))
+            img = np.asarray(cv2.resize(unit[cut: size - cut, cut: size - cut], (size, size),
+                                        interpolation=cv2.INTER_AREA), np.float32)
+        out.append(img[:, ::-1] if flip else img)
+    return np.stack(out).astype(np.float32)

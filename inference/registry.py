@@ -5,7 +5,11 @@ Each model lives in its own folder under ``models/`` with ``model.tflite`` and
 
     {"name": "cxr-tb-vs-normal", "task": "tb-vs-normal", "version": "1.0.0",
      "architecture": "mobilenetv3small", "input_size": 224, "threshold": 0.42,
-     "positive_label": "tb", "negative_label": "normal", "file": "model.tflite"}
+     "positive_label": "tb", "negative_label": "normal", "file": "model.tflite",
+     "views": ["identity", "flip"]}
+
+``views`` (optional, default ``["identity"]``) are the test-time views whose
+scores are averaged (:func:`inference.preprocess.view_stack`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from inference.preprocess import IDENTITY_VIEW, parse_view
 
 MODEL_META = "model.json"
 TB_VS_NORMAL = "tb-vs-normal"
@@ -37,6 +43,7 @@ class ModelSpec:
     positive_label: str
     negative_label: str
     path: Path
+    views: tuple[str, ...] = ("identity",)  # test-time views whose scores are averaged
 
     @classmethod
     def load(cls, folder: Path, threshold: float | None = None) -> ModelSpec:
@@ -52,7 +59,12 @@ class ModelSpec:
                 threshold=float(meta["threshold"] if threshold is None else threshold),
                 positive_label=str(meta["positive_label"]),
                 negative_label=str(meta["negative_label"]), path=folder / str(meta["file"]),
+                views=tuple(str(v) for v in meta.get("views", ["identity"])),
             )
+            for view in spec.views:
+                parse_view(view)
+            if not spec.views or spec.views[0] != IDENTITY_VIEW:
+                raise ValueError(f"views must start with {IDENTITY_VIEW!r} (the heatmap's view)")
         except (KeyError, ValueError, TypeError) as err:
             raise ModelError(f"{meta_path}: invalid or missing field ({err})") from err
         if not spec.path.is_file():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,36 @@ def test_training_and_serving_see_the_same_input(tmp_path) -> None:  # type: ign
         trained = load_images([Record(path, "tb", "s", "train")], 224).images[0] / 255.0
         served = preprocess_gray(file_to_gray(path), 224)
         assert np.abs(trained - served).max() <= 0.5 / 255 + 1e-6  # only the cache's uint8 rounding
+
+
+def test_view_stack_identity_flip_and_zoom() -> None:
+    from inference.preprocess import parse_view, view_stack
+
+    unit = np.random.default_rng(3).random((40, 40)).astype(np.float32)
+    stack = view_stack(unit, ("identity", "flip", "zoom2", "zoom2-flip"))
+    assert stack.shape == (4, 40, 40) and stack.dtype == np.float32
+    np.testing.assert_array_equal(stack[0], unit)
+    np.testing.assert_array_equal(stack[1], unit[:, ::-1])
+    centre = unit[10:30, 10:30]  # zoom 2 keeps the central half of each side
+    assert abs(float(stack[2].mean()) - float(centre.mean())) < 0.02
+    np.testing.assert_array_equal(stack[3], stack[2][:, ::-1])
+    assert parse_view("zoom1.2-flip") == (1.2, True)
+    for bad in ("rotate", "zoom3", "zoomx", "zoom0.5"):
+        with pytest.raises(ValueError, match="unknown test-time view"):
+            parse_view(bad)
+
+
+def test_registry_rejects_bad_views(tmp_path: Path) -> None:
+    import json
+
+    from inference.registry import ModelError, ModelSpec
+
+    (tmp_path / "model.tflite").write_bytes(b"x")
+    meta = {"name": "m", "task": "tb-vs-normal", "version": "1", "architecture": "a", "input_size": 64,
+            "threshold": 0.5, "positive_label": "tb", "negative_label": "normal", "file": "model.tflite"}
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    assert ModelSpec.load(tmp_path).views == ("identity",)
+    for views in (["flip", "identity"], ["identity", "rotate"], []):
+        (tmp_path / "model.json").write_text(json.dumps(meta | {"views": views}))
+        with pytest.raises(ModelError):
+            ModelSpec.load(tmp_path)

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 TINY = ["--arch", "compact", "--size", "64", "--epochs", "2", "--steps-per-epoch", "3",
         "--batch-size", "8", "--patience", "2", "--cache", ""]
+TB_VIEWS = "identity,flip,zoom1.2"
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +25,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     data = write_dataset(root / "data", labels=("tb", "normal", "pneumonia"))
     models = root / "models"
+    views = {"tb-vs-normal": ["--views", TB_VIEWS], "pneumonia-vs-tb": []}
     for task in ("tb-vs-normal", "pneumonia-vs-tb"):
         assert main(["train", "--task", task, "--data", str(data), "--out",
-                     str(models / task), *TINY]) == 0
+                     str(models / task), *TINY, *views[task]]) == 0
     return models
 
 
@@ -68,6 +70,32 @@ def test_tflite_matches_keras(tiny_models: Path) -> None:
         s, cam = lite.run(unit)
         assert abs(s - k) < 0.02
         assert cam.ndim == 2
+
+
+def test_views_are_recorded_and_served_as_trained(tiny_models: Path) -> None:
+    """Test-time views: in model.json and the card; the served score is the mean over them,
+    and the training run's val scores (threshold, metrics) used the same mean."""
+    import keras
+
+    from inference.engine import TfliteModel
+    from inference.preprocess import preprocess_gray, view_stack
+    from inference.registry import ModelSpec
+    from training.pipeline import keras_scorer
+
+    folder = tiny_models / "tb-vs-normal"
+    spec = ModelSpec.load(folder)
+    assert spec.views == tuple(TB_VIEWS.split(","))
+    assert ModelSpec.load(tiny_models / "pneumonia-vs-tb").views == ("identity",)
+    assert "score = mean over identity, flip, zoom1.2" in (folder / "card.md").read_text()
+    model = keras.saving.load_model(folder / "model.keras")
+    unit = preprocess_gray(phantom(np.random.default_rng(9), "tb"), spec.input_size)
+    stack = view_stack(unit, spec.views)[..., None]
+    singles = model.predict(stack, verbose=0)["score"][:, 0]
+    served, cam = TfliteModel(spec).run(unit)
+    assert served == pytest.approx(float(singles.mean()), abs=0.02)
+    assert keras_scorer(model, spec.views)(unit[None, :, :, None])[0] == pytest.approx(
+        float(singles.mean()), abs=1e-5)
+    assert cam.ndim == 2
 
 
 def test_evaluate_and_predict_commands(tiny_models: Path, tmp_path: Path,

@@ -33,6 +33,7 @@ class CardInfo:
     config: dict[str, object]
     parity: list[dict[str, object]]
     tflite_variant: str
+    views: tuple[str, ...] = ("identity",)
 
 
 def write_model_json(info: CardInfo, out_dir: Path) -> Path:
@@ -43,10 +44,18 @@ def write_model_json(info: CardInfo, out_dir: Path) -> Path:
         "threshold": round(info.threshold, 6), "threshold_rule": info.threshold_rule,
         "positive_label": info.positive_label, "negative_label": info.negative_label,
         "file": "model.tflite", "tflite_variant": info.tflite_variant, "data_hash": info.data_hash,
+        "views": list(info.views),
     }
     path = out_dir / "model.json"
     path.write_text(json.dumps(meta, indent=2) + "\n")
     return path
+
+
+def _views_text(views: tuple[str, ...]) -> str:
+    if tuple(views) == ("identity",):
+        return "none (one pass on the image)"
+    return (f"score = mean over {', '.join(views)} (threshold and every metric below use it, "
+            "as the gateway does)")
 
 
 def _sets_section(report: dict[str, object]) -> str:
@@ -76,6 +85,7 @@ def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
 | architecture | {info.architecture}, input {info.input_size}×{info.input_size}×1, trained from scratch |
 | shipped file | `model.tflite` ({info.tflite_variant}) |
 | operating threshold | {info.threshold:.4f} — {info.threshold_rule} |
+| test-time views | {_views_text(info.views)} |
 | data | `{info.data_root}` (labels.csv hash `{info.data_hash[:16]}…`) |
 | split | {info.split} |
 | training images | {info.train_counts} |

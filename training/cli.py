@@ -53,6 +53,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--skip-training", action="store_true",
                    help="reuse model.keras in --out from an earlier run: only threshold, "
                         "evaluation, export and card")
+    p.add_argument("--views", default="identity",
+                   help="test-time views whose scores are averaged, comma-separated, first identity: "
+                        "identity, flip, zoom<F>, zoom<F>-flip (e.g. identity,flip,zoom1.2,zoom1.2-flip); "
+                        "used for the threshold, the metrics and at serve time")
     p.add_argument("--card-notes", type=Path,
                    help="Markdown file appended to card.md (experiments, known limitations)")
     p.add_argument("--cache", default=".cache/data",
@@ -73,9 +77,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       lr_schedule=args.lr_schedule)
     notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
-                     Path(args.cache) if args.cache else None, cfg, notes, args.skip_training))
+                     Path(args.cache) if args.cache else None, cfg, notes, args.skip_training,
+                     _parse_views(args.views)))
     print(f"model folder written: {args.out}")
     return 0
+
+
+def _parse_views(text: str) -> tuple[str, ...]:
+    from inference.preprocess import IDENTITY_VIEW, parse_view
+
+    views = tuple(v.strip().lower() for v in text.split(",") if v.strip())
+    try:
+        for view in views:
+            parse_view(view)
+    except ValueError as err:
+        raise SystemExit(f"--views: {err}") from err
+    if not views or views[0] != IDENTITY_VIEW:
+        raise SystemExit(f"--views: the first view must be {IDENTITY_VIEW!r} (the heatmap's view)")
+    return views
 
 
 def _parse_source_weights(text: str) -> tuple[tuple[str, float], ...]:

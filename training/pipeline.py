@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from numpy.typing import NDArray
 
+from inference.preprocess import IDENTITY_VIEW, view_stack
 from training.card import CardInfo, write_card, write_model_json
 from training.data import (
     ImageSet,
@@ -60,6 +61,7 @@ class PipelineArgs:
     config: TrainConfig
     card_notes: str = ""
     skip_training: bool = False
+    views: tuple[str, ...] = (IDENTITY_VIEW,)  # test-time views, averaged (threshold and metrics too)
 
 
 def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
@@ -79,15 +81,19 @@ def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
         f"on every negative source ({', '.join(names)})")
 
 
-def keras_scorer(model: keras.Model):  # type: ignore[no-untyped-def]
+def keras_scorer(model: keras.Model, views: tuple[str, ...] = (IDENTITY_VIEW,)):  # type: ignore[no-untyped-def]
+    """Scores of ``(n, s, s, 1)`` inputs: the mean over the test-time ``views``, as served."""
     def score(x: NDArray[np.float32]) -> NDArray[np.float32]:
-        return model.predict(x, batch_size=64, verbose=0)["score"][:, 0]
+        stacks = np.stack([view_stack(img[..., 0], views) for img in x])  # (n, v, s, s)
+        flat = stacks.reshape(-1, *stacks.shape[2:])[..., np.newaxis]
+        out = model.predict(flat, batch_size=64, verbose=0)["score"][:, 0]
+        return out.reshape(len(x), len(views)).mean(axis=1).astype(np.float32)
     return score
 
 
 def _evaluate(model: keras.Model, eval_task: Task, threshold: float,
-              sets: dict[str, ImageSet]) -> list[SetResult]:
-    scorer = keras_scorer(model)
+              sets: dict[str, ImageSet], views: tuple[str, ...]) -> list[SetResult]:
+    scorer = keras_scorer(model, views)
     return [score_set(name, data, eval_task, scorer, threshold) for name, data in sets.items()]
 
 
@@ -107,14 +113,15 @@ def run(args: PipelineArgs) -> dict[str, object]:
     plot_history(history, args.out / "training-curves.png")
     eval_task = TASKS[args.task]
     val, y_val = task_subset(splits["val"], eval_task)
-    val_scores = keras_scorer(model)(as_model_input(val.images))
+    val_scores = keras_scorer(model, args.views)(as_model_input(val.images))
     threshold, rule = choose_threshold(args.task, y_val, val_scores, val.sources)
     log.info("threshold %.4f (%s)", threshold, rule)
     sets = dict(splits)
     del sets["train"]
     if args.external is not None:
         sets["external-dev"] = load_images(read_records(args.external), args.config.size)
-    report = write_report(_evaluate(model, eval_task, threshold, sets), eval_task, threshold, args.out)
+    results = _evaluate(model, eval_task, threshold, sets, args.views)
+    report = write_report(results, eval_task, threshold, args.out, {"views": list(args.views)})
     variant, parity = export_model(model, as_model_input(val.images), y_val, args.out)
     info = _card_info(args, task, threshold, rule, records, splits["train"], parity, variant)
     write_model_json(info, args.out)
@@ -146,7 +153,7 @@ def _card_info(args: PipelineArgs, task: Task, threshold: float, rule: str, reco
                                           if a != "--skip-training"),
         train_counts=describe(task_subset(train_set, task)[0]),
         config=asdict(args.config) | {"train_negatives": sorted(task.negative)},
-        parity=[asdict(p) for p in parity], tflite_variant=variant,
+        parity=[asdict(p) for p in parity], tflite_variant=variant, views=args.views,
     )
 
 
