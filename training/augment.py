@@ -1,6 +1,7 @@
 """Augmentation of preprocessed training images (uint8, model input size).
 
-Geometric: rotation, shift, zoom (one affine warp). Photometric, chosen to
+Geometric: rotation, shift, zoom (one affine warp), and optionally a left-right
+mirror. Photometric, chosen to
 blur the capture differences between film photographs and digital
 radiographs: brightness/contrast, gamma, Gaussian blur, noise and JPEG
 re-compression. Each step is drawn from a seeded generator, so a run is
@@ -29,6 +30,7 @@ class AugmentConfig:
     blur_p: float = 0.3
     noise_p: float = 0.3
     jpeg_p: float = 0.3
+    flip_p: float = 0.0  # left-right mirror (anatomy is not symmetric: off unless asked for)
 
 
 def _affine(img: NDArray[np.uint8], rng: np.random.Generator, cfg: AugmentConfig) -> NDArray[np.uint8]:
@@ -67,7 +69,9 @@ def _jpeg(x: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float3
 def augment(img: NDArray[np.uint8], rng: np.random.Generator,
             cfg: AugmentConfig = AugmentConfig()) -> NDArray[np.float32]:
     """Return one augmented copy of ``img`` as float32 in [0, 1]."""
-    x = _affine(img, rng, cfg).astype(np.float32) / 255.0
+    if rng.random() < cfg.flip_p:
+        img = img[:, ::-1]
+    x = _affine(np.ascontiguousarray(img), rng, cfg).astype(np.float32) / 255.0
     x = _photometric(x, rng, cfg)
     if rng.random() < cfg.jpeg_p:
         x = _jpeg(x, rng)

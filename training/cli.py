@@ -41,6 +41,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--l2", type=float, default=1e-4)
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--flip", type=float, default=0.0, metavar="P",
+                   help="augmentation: mirror left-right with probability P (default 0)")
     p.add_argument("--balance", choices=("source", "class", "none"), default="source")
     p.add_argument("--source-weights", default="",
                    help="scale sampling of named sources, e.g. scanned-film-tb=0.25 "
@@ -74,7 +76,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       patience=args.patience, seed=args.seed, balance=args.balance,
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
-                      lr_schedule=args.lr_schedule)
+                      lr_schedule=args.lr_schedule, flip_p=args.flip)
     notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
                      Path(args.cache) if args.cache else None, cfg, notes, args.skip_training,
