@@ -154,6 +154,23 @@ def test_pretrained_weights_file_fine_tuning(tmp_path: Path) -> None:
     assert len(history["epochs"]) == 2 and history["config"]["weights"] == str(weights)
 
 
+def test_backbone_from_a_saved_cxr_model() -> None:
+    """--weights model.keras: the backbone of a trained model of the same architecture is copied."""
+    import tempfile
+
+    from training.architectures import build_model
+
+    source, backbone = build_model("mobilenetv3small", 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        source.save(path)
+        _, copied = build_model("mobilenetv3small", 32, weights=path)
+        assert all(np.array_equal(a, b) for a, b in zip(copied.get_weights(), backbone.get_weights(),
+                                                        strict=True))
+        with pytest.raises(ValueError, match="no efficientnetb0 backbone"):
+            build_model("efficientnetb0", 32, weights=path)
+
+
 def test_bad_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data", per_class=8, corrupt=0)
     with pytest.raises(ValueError, match="weights"):

@@ -56,8 +56,26 @@ def _backbone(name: str, size: int, weights: str | None) -> tuple[keras.Model, _
         "densenet121": (apps.DenseNet121, _scale_torch, {}),
     }
     ctor, scale, extra = table[name]
+    if weights is not None and Path(weights).suffix == ".keras":
+        model = ctor(include_top=False, weights=None, input_shape=shape, **extra)
+        _copy_backbone(Path(weights), model)
+        return model, scale
     model = ctor(include_top=False, weights=weights, input_shape=shape, **extra)
     return model, scale
+
+
+def _copy_backbone(path: Path, backbone: keras.Model) -> None:
+    """Start ``backbone`` from the same backbone inside a saved CXR model (``model.keras``).
+
+    For example the shipped TB model as the starting point of the pneumonia-vs-TB
+    model: the backbone that learned from every training image, fine-tuned.
+    """
+    saved = keras.saving.load_model(path, compile=False)
+    for layer in saved.layers:
+        if isinstance(layer, keras.Model) and layer.name == backbone.name:
+            backbone.set_weights(layer.get_weights())
+            return
+    raise ValueError(f"weights: {path} has no {backbone.name} backbone; train with the same --arch")
 
 
 def _compact(size: int, l2: float) -> keras.Model:
@@ -81,7 +99,12 @@ def _compact(size: int, l2: float) -> keras.Model:
 
 def build_model(arch: str, size: int, dropout: float = 0.3, l2: float = 1e-4,
                 weights: Path | None = None) -> tuple[keras.Model, keras.Model]:
-    """Build ``(model, backbone)``; ``weights`` is a local Keras weights file for the backbone."""
+    """Build ``(model, backbone)``.
+
+    ``weights`` is a local Keras weights file for the backbone (e.g. ImageNet
+    "notop" weights), or a saved model of this project (``model.keras``) whose
+    backbone of the same architecture is copied.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch: unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
     inp = keras.Input((size, size, 1), name="image")
