@@ -136,7 +136,7 @@ class Outbox(SqliteDatabase):
         """
         now = time.time() if now is None else now
         added = 0
-        with self._write() as db:
+        with self.transaction() as db:
             for item in items:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO outbox (study_uid, revision, kind, object_uid, channel,"
@@ -156,13 +156,13 @@ class Outbox(SqliteDatabase):
     def due(self, now: float | None = None, limit: int = 20) -> list[OutboxRow]:
         """Pending rows whose next attempt is due, oldest first."""
         now = time.time() if now is None else now
-        rows = self._read(f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ?"
+        rows = self.query(f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ?"
                           " ORDER BY next_attempt_at, id LIMIT ?", (RowState.PENDING, now, limit))
         return [_row(r) for r in rows]
 
     def mark_delivered(self, row_id: int, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = NULL,"
                        " updated_at = ? WHERE id = ?", (RowState.DELIVERED, now, row_id))
 
@@ -170,7 +170,7 @@ class Outbox(SqliteDatabase):
                     now: float | None = None) -> RowState:
         """Count a failed attempt: back off, or dead-letter after ``policy.max_attempts``."""
         now = time.time() if now is None else now
-        with self._write() as db:
+        with self.transaction() as db:
             found = db.execute("SELECT attempts FROM outbox WHERE id = ?", (row_id,)).fetchone()
             if found is None:
                 raise OutboxError(f"outbox {self.path}: no row {row_id}")
@@ -188,7 +188,7 @@ class Outbox(SqliteDatabase):
         if row_ids is not None:
             where += f" AND id IN ({', '.join('?' for _ in row_ids)})"
             args.extend(str(i) for i in row_ids)
-        with self._write() as db:
+        with self.transaction() as db:
             cur = db.execute(f"UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?,"
                              f" updated_at = ? WHERE {where}",
                              (RowState.PENDING, now, now, *args))
@@ -197,13 +197,13 @@ class Outbox(SqliteDatabase):
     def rows(self, state: RowState | None = None, limit: int = 50) -> list[OutboxRow]:
         """Most recently updated rows (of one state), for status and the console."""
         where, args = ("WHERE state = ?", (state.value,)) if state else ("", ())
-        found = self._read(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY updated_at DESC, id"
+        found = self.query(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY updated_at DESC, id"
                            " DESC LIMIT ?", (*args, limit))
         return [_row(r) for r in found]
 
     def counts(self) -> dict[RowState, int]:
         found = {str(s): int(str(n)) for s, n in
-                 self._read("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
+                 self.query("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
         return {s: found.get(s.value, 0) for s in RowState}
 
 

@@ -1,6 +1,6 @@
 """Read-only views of the outbox for the console, REST API and metrics, and a one-row retry.
 
-Reads go through :meth:`Outbox._read` (its lock and error handling), so the
+Reads go through :meth:`Outbox.query` (its lock and error handling), so the
 outbox's SQL stays in this package. Rows carry UIDs, destinations and states,
 no patient data; the payload (file path or HL7 text) is never returned to the
 web layer by :func:`public_row`.
@@ -34,20 +34,20 @@ class DestinationCount:
 
 def study_rows(outbox: Outbox, study_uid: str) -> list[OutboxRow]:
     """Every outbox row of a study, newest revision first."""
-    rows = outbox._read(f"SELECT {_COLUMNS} FROM outbox WHERE study_uid = ?"
+    rows = outbox.query(f"SELECT {_COLUMNS} FROM outbox WHERE study_uid = ?"
                         " ORDER BY revision DESC, kind, destination, id", (study_uid,))
     return [_row(r) for r in rows]
 
 
 def counts_by_destination(outbox: Outbox) -> list[DestinationCount]:
-    rows = outbox._read("SELECT channel, destination, state, COUNT(*) FROM outbox"
+    rows = outbox.query("SELECT channel, destination, state, COUNT(*) FROM outbox"
                         " GROUP BY channel, destination, state ORDER BY channel, destination, state")
     return [DestinationCount(str(c), str(d), RowState(str(s)), int(str(n))) for c, d, s, n in rows]
 
 
 def retry_row(outbox: Outbox, row_id: int) -> RetryOutcome:
     """Make one dead-lettered row pending again (:meth:`Outbox.retry`)."""
-    found = outbox._read("SELECT state FROM outbox WHERE id = ?", (row_id,))
+    found = outbox.query("SELECT state FROM outbox WHERE id = ?", (row_id,))
     if not found:
         return RetryOutcome.NOT_FOUND
     if outbox.retry([row_id]) == 0:

@@ -142,14 +142,14 @@ class Journal(SqliteDatabase):
         super().__init__(path, SCHEMA)
 
     def has_instance(self, sop_instance_uid: str) -> bool:
-        return bool(self._read("SELECT 1 FROM instances WHERE sop_instance_uid = ?",
+        return bool(self.query("SELECT 1 FROM instances WHERE sop_instance_uid = ?",
                                (sop_instance_uid,)))
 
     def add_instance(self, new: NewInstance) -> bool:
         """Record a received instance and queue its job; ``False`` if already known."""
         now = time.time()
         try:
-            with self._write() as db:
+            with self.transaction() as db:
                 cur = db.execute(
                     "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid,"
                     " calling_ae, path, received_at, state, updated_at)"
@@ -170,7 +170,7 @@ class Journal(SqliteDatabase):
 
     def claim_job(self, worker: str) -> Job | None:
         """Take the oldest queued job (and count the attempt), or ``None``."""
-        with self._write() as db:
+        with self.transaction() as db:
             row = db.execute(
                 "SELECT j.id, j.instance_id, i.sop_instance_uid, i.path, j.attempts FROM jobs j"
                 " JOIN instances i ON i.id = j.instance_id WHERE j.state = ? ORDER BY j.id LIMIT 1",
@@ -185,7 +185,7 @@ class Journal(SqliteDatabase):
                    attempts=row[4] + 1)
 
     def finish_classified(self, job: Job, result: StoredResult) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute("UPDATE instances SET tb_score = ?, finding = ?, result_json = ?,"
                        " heatmap_path = ? WHERE id = ?",
                        (result.tb_score, result.finding, result.result_json,
@@ -194,23 +194,23 @@ class Journal(SqliteDatabase):
             self._finish(db, job, InstanceState.CLASSIFIED, None)
 
     def finish_skipped(self, job: Job, reason: str) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             self._finish(db, job, InstanceState.SKIPPED, reason)
 
     def finish_failed(self, job: Job, reason: str) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             self._finish(db, job, InstanceState.FAILED, reason)
 
     def retry_later(self, job: Job, error: str) -> None:
         """Put a job back in the queue after a transient failure."""
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute("UPDATE jobs SET state = ?, last_error = ? WHERE id = ?",
                        (JobState.QUEUED, error, job.id))
             self._set_state(db, job.instance_id, InstanceState.QUEUED, error)
 
     def requeue_interrupted(self) -> int:
         """Queue again every job a crash left running; returns how many."""
-        with self._write() as db:
+        with self.transaction() as db:
             ids = [r[0] for r in db.execute("SELECT instance_id FROM jobs WHERE state = ?",
                                             (JobState.RUNNING,))]
             db.execute("UPDATE jobs SET state = ? WHERE state = ?",
@@ -237,7 +237,7 @@ class Journal(SqliteDatabase):
         instances, so a study that grows after being reported is due again.
         """
         cutoff = (time.time() if now is None else now) - quiet_period_s
-        rows = self._read(
+        rows = self.query(
             "SELECT s.study_uid, s.revision FROM studies s WHERE s.revision > s.reported_revision"
             " AND s.last_received <= ? AND NOT EXISTS (SELECT 1 FROM instances i"
             " WHERE i.study_uid = s.study_uid AND i.state IN (?, ?)) ORDER BY s.last_received",
@@ -245,32 +245,32 @@ class Journal(SqliteDatabase):
         return [(str(r[0]), int(str(r[1]))) for r in rows]
 
     def mark_reported(self, study_uid: str, revision: int) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute("UPDATE studies SET reported_revision = MAX(reported_revision, ?),"
                        " reported_at = ? WHERE study_uid = ?", (revision, time.time(), study_uid))
 
     def study_instances(self, study_uid: str) -> list[InstanceRecord]:
-        rows = self._read(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid = ?"
+        rows = self.query(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid = ?"
                           " ORDER BY received_at, id", (study_uid,))
         return [_record(r) for r in rows]
 
     def instance(self, sop_instance_uid: str) -> InstanceRecord | None:
-        rows = self._read(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop_instance_uid = ?",
+        rows = self.query(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop_instance_uid = ?",
                           (sop_instance_uid,))
         return _record(rows[0]) if rows else None
 
     def recent(self, limit: int = 10) -> list[InstanceRecord]:
-        rows = self._read(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY updated_at DESC,"
+        rows = self.query(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY updated_at DESC,"
                           " id DESC LIMIT ?", (limit,))
         return [_record(r) for r in rows]
 
     def counts(self) -> dict[InstanceState, int]:
-        rows = self._read("SELECT state, COUNT(*) FROM instances GROUP BY state")
+        rows = self.query("SELECT state, COUNT(*) FROM instances GROUP BY state")
         found = {str(state): int(str(n)) for state, n in rows}
         return {s: found.get(s.value, 0) for s in InstanceState}
 
     def spool_paths(self) -> list[Path]:
-        return [Path(str(r[0])) for r in self._read("SELECT path FROM instances")]
+        return [Path(str(r[0])) for r in self.query("SELECT path FROM instances")]
 
 
 def _record(row: tuple[object, ...]) -> InstanceRecord:

@@ -41,7 +41,7 @@ class SqliteDatabase:
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One immediate transaction; any SQLite error becomes the owner's error."""
         with self._lock:
             try:
@@ -59,7 +59,8 @@ class SqliteDatabase:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Rows of one read-only statement, under the lock; SQLite errors become the owner's error."""
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()

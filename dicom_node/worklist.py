@@ -1,7 +1,7 @@
 """Read-only views of the journal for the console, the REST API and the metrics.
 
 The journal (:mod:`dicom_node.journal`) owns the tables and every write; this
-module only reads them, through :meth:`Journal._read` (the journal's lock and
+module only reads them, through :meth:`Journal.query` (the journal's lock and
 error handling), so all SQL still lives with the journal in this package.
 Nothing here returns patient names or IDs: the journal stores UIDs, states and
 scores only.
@@ -146,7 +146,7 @@ def _where(query: StudyQuery) -> tuple[str, list[object]]:
 
 def _summary_sql(journal: Journal) -> str:
     """The summary query, joined with the outbox when its table exists in the journal database."""
-    found = journal._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    found = journal.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                           (OUTBOX_TABLE,))
     return _SUMMARY_SQL.format(deliveries=_DELIVERIES_SQL if found else _NO_DELIVERIES_SQL,
                                InstanceState=InstanceState, StudyStatus=StudyStatus)
@@ -156,15 +156,15 @@ def list_studies(journal: Journal, query: StudyQuery) -> tuple[list[StudySummary
     """One page of studies and the number of studies matching the filters."""
     where, args = _where(query)
     sql = _summary_sql(journal)
-    total_rows = journal._read(f"SELECT COUNT(*) FROM ({sql}{where})", tuple(args))
+    total_rows = journal.query(f"SELECT COUNT(*) FROM ({sql}{where})", tuple(args))
     offset = (query.page - 1) * query.page_size
-    rows = journal._read(f"{sql}{where}{_ORDER[query.sort]} LIMIT ? OFFSET ?",
+    rows = journal.query(f"{sql}{where}{_ORDER[query.sort]} LIMIT ? OFFSET ?",
                          (*args, query.page_size, offset))
     return [_summary(row) for row in rows], int(str(total_rows[0][0]))
 
 
 def study_summary(journal: Journal, study_uid: str) -> StudySummary | None:
-    rows = journal._read(f"{_summary_sql(journal)} WHERE study_uid = ?", (study_uid,))
+    rows = journal.query(f"{_summary_sql(journal)} WHERE study_uid = ?", (study_uid,))
     return _summary(rows[0]) if rows else None
 
 
@@ -191,13 +191,13 @@ def _float(value: object) -> float | None:
 
 def skip_reasons(journal: Journal) -> list[str]:
     """The recorded reason of every skipped instance (for per-reason counters)."""
-    rows = journal._read("SELECT reason FROM instances WHERE state = ?", (InstanceState.SKIPPED,))
+    rows = journal.query("SELECT reason FROM instances WHERE state = ?", (InstanceState.SKIPPED,))
     return [str(r[0]) for r in rows if r[0] is not None]
 
 
 def reported_studies(journal: Journal) -> int:
     """How many studies were handed to the results stage at least once."""
-    rows = journal._read("SELECT COUNT(*) FROM studies WHERE reported_at IS NOT NULL")
+    rows = journal.query("SELECT COUNT(*) FROM studies WHERE reported_at IS NOT NULL")
     return _int(rows[0][0])
 
 
@@ -213,7 +213,7 @@ def duration_buckets(journal: Journal, bounds: tuple[float, ...]) -> dict[str, t
               "classification": "i.updated_at - j.claimed_at"}
     out: dict[str, tuple[list[int], float]] = {}
     for stage, expr in stages.items():
-        rows = journal._read(
+        rows = journal.query(
             f"SELECT {cases}, COUNT(d), TOTAL(d) FROM (SELECT {expr} AS d FROM jobs j"
             " JOIN instances i ON i.id = j.instance_id WHERE j.state = ?"
             " AND j.claimed_at IS NOT NULL)", (JobState.DONE,))
@@ -229,7 +229,7 @@ def probe_writable(journal: Journal) -> str | None:
     no row is refused by a read-only database without changing anything.
     """
     try:
-        with journal._write() as db:
+        with journal.transaction() as db:
             db.execute("UPDATE studies SET revision = revision WHERE 0")
     except JournalError as err:
         return str(err)
