@@ -72,6 +72,8 @@ def test_threshold_rules_protect_the_worst_source() -> None:
     thr, rule = choose_threshold("tb-vs-normal", y, s, sources)
     assert thr == pytest.approx(0.2)  # the digital source needs 0.2 to keep both of its positives
     assert "every positive source" in rule
+    lax, lax_rule = choose_threshold("tb-vs-normal", y, s, sources, target=0.5)
+    assert lax == pytest.approx(0.3) and "sensitivity >= 0.50" in lax_rule
     # pneumonia vs TB: positive pneumonia, each TB (negative) source must stay below
     y2 = np.array([1, 1, 0, 0, 0, 0], dtype=np.float32)
     s2 = np.array([0.9, 0.7, 0.1, 0.2, 0.5, 0.6], dtype=np.float32)

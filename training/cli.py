@@ -59,6 +59,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="test-time views whose scores are averaged, comma-separated, first identity: "
                         "identity, flip, zoom<F>, zoom<F>-flip (e.g. identity,flip,zoom1.2,zoom1.2-flip); "
                         "used for the threshold, the metrics and at serve time")
+    p.add_argument("--threshold-target", type=float,
+                   help="the threshold rule's target on every source of the protected class "
+                        "(default 0.95: TB sensitivity for tb-vs-normal, TB specificity for "
+                        "pneumonia-vs-tb)")
     p.add_argument("--card-notes", type=Path,
                    help="Markdown file appended to card.md (experiments, known limitations)")
     p.add_argument("--cache", default=".cache/data",
@@ -80,9 +84,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
                      Path(args.cache) if args.cache else None, cfg, notes, args.skip_training,
-                     _parse_views(args.views)))
+                     _parse_views(args.views), _parse_target(args.threshold_target)))
     print(f"model folder written: {args.out}")
     return 0
+
+
+def _parse_target(value: float | None) -> float | None:
+    if value is not None and not 0.5 <= value < 1.0:
+        raise SystemExit(f"--threshold-target: expected a value in [0.5, 1), got {value}")
+    return value
 
 
 def _parse_views(text: str) -> tuple[str, ...]:

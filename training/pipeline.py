@@ -62,12 +62,15 @@ class PipelineArgs:
     card_notes: str = ""
     skip_training: bool = False
     views: tuple[str, ...] = (IDENTITY_VIEW,)  # test-time views, averaged (threshold and metrics too)
+    threshold_target: float | None = None  # replaces the rule's 0.95 (THRESHOLD_RULES)
 
 
 def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
-                     sources: list[str]) -> tuple[float, str]:
-    """Operating threshold on validation scores by the task's documented rule (worst source)."""
-    kind, target = THRESHOLD_RULES[task]
+                     sources: list[str], target: float | None = None) -> tuple[float, str]:
+    """Operating threshold on validation scores by the task's documented rule (worst source);
+    ``target`` replaces the rule's sensitivity or specificity (``--threshold-target``)."""
+    kind, default = THRESHOLD_RULES[task]
+    target = default if target is None else target
     src = np.asarray(sources)
     if kind == "sensitivity":
         names = sorted(set(src[y == 1]))
@@ -114,7 +117,7 @@ def run(args: PipelineArgs) -> dict[str, object]:
     eval_task = TASKS[args.task]
     val, y_val = task_subset(splits["val"], eval_task)
     val_scores = keras_scorer(model, args.views)(as_model_input(val.images))
-    threshold, rule = choose_threshold(args.task, y_val, val_scores, val.sources)
+    threshold, rule = choose_threshold(args.task, y_val, val_scores, val.sources, args.threshold_target)
     log.info("threshold %.4f (%s)", threshold, rule)
     sets = dict(splits)
     del sets["train"]
