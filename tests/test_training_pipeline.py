@@ -209,3 +209,64 @@ def test_predict_on_real_dicom_samples(tiny_models: Path, capsys: pytest.Capture
             assert "finding" in results[path.name], results[path.name]
     for path in other:
         assert "error" in results[path.name], results[path.name]
+
+
+def test_ensemble_merges_members_and_inverts(tiny_models: Path, tmp_path: Path) -> None:
+    """ensemble: one model whose score is the mean of the members' (an inverted one as 1 - score),
+    served from one TFLite file, with threshold, report and a card naming the members."""
+    import keras
+
+    from inference.engine import TfliteModel
+    from inference.preprocess import preprocess_gray
+    from inference.registry import ModelSpec
+
+    data = write_dataset(tmp_path / "data", labels=("tb", "normal", "pneumonia"), corrupt=0)
+    out = tmp_path / "ensemble"
+    pneumonia, tb = tiny_models / "pneumonia-vs-tb", tiny_models / "tb-vs-normal"
+    assert main(["ensemble", "--task", "pneumonia-vs-tb", "--members", f"{pneumonia},{pneumonia}",
+                 "--inverted", str(tb), "--data", str(data), "--out", str(out), "--cache", "",
+                 "--version", "2.0.0"]) == 0
+    spec = ModelSpec.load(out)
+    assert spec.task == "pneumonia-vs-tb" and spec.version == "2.0.0"
+    unit = preprocess_gray(phantom(np.random.default_rng(3), "tb"), spec.input_size)[None, :, :, None]
+    member_scores = [float(keras.saving.load_model(f / "model.keras").predict(unit, verbose=0)
+                           ["score"][0, 0]) for f in (pneumonia, tb)]
+    merged = float(keras.saving.load_model(out / "model.keras").predict(unit, verbose=0)["score"][0, 0])
+    assert merged == pytest.approx((2 * member_scores[0] + 1.0 - member_scores[1]) / 3, abs=1e-5)
+    served, cam = TfliteModel(spec).run(unit[0, :, :, 0])
+    assert served == pytest.approx(merged, abs=2e-3)
+    assert cam.ndim == 2
+    card = (out / "card.md").read_text()
+    assert "ensemble of 3 compact models" in card and '"inverted": true' in card
+    assert json.loads((out / "model.json").read_text())["command"].startswith("cxr-gateway ensemble")
+    assert (out / "report.json").is_file() and not (out / "training-curves.png").exists()
+
+
+def test_ensemble_refuses_a_member_of_the_wrong_class(tiny_models: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="positive class 'tb'.*needs one of \\['pneumonia'\\]"):
+        main(["ensemble", "--task", "pneumonia-vs-tb", "--members",
+              f"{tiny_models / 'pneumonia-vs-tb'},{tiny_models / 'tb-vs-normal'}",
+              "--data", str(tmp_path), "--out", str(tmp_path / "e")])
+    with pytest.raises(SystemExit, match="at least two"):
+        main(["ensemble", "--task", "tb-vs-normal", "--members", str(tiny_models / "tb-vs-normal"),
+              "--data", str(tmp_path), "--out", str(tmp_path / "e")])
+
+
+def test_merge_means_scores_and_maps_and_inverts(tmp_path: Path) -> None:
+    """Members with known constant outputs: score sigmoid(1) and, inverted, 1 - sigmoid(2)."""
+    from training.architectures import build_model
+    from training.ensemble import Member, merge
+
+    members = []
+    for i, bias in enumerate((1.0, 2.0)):
+        model, _ = build_model("compact", 32)
+        head = model.get_layer("logit_map")
+        kernel, _ = head.get_weights()
+        head.set_weights([np.zeros_like(kernel), np.array([bias], np.float32)])
+        (tmp_path / f"m{i}").mkdir()
+        model.save(tmp_path / f"m{i}" / "model.keras")
+        members.append(Member(tmp_path / f"m{i}", inverted=i == 1))
+    out = merge(members, 32).predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0)
+    sig = 1 / (1 + np.exp(-np.array([1.0, 2.0])))
+    assert float(out["score"][0, 0]) == pytest.approx((sig[0] + 1 - sig[1]) / 2, abs=1e-6)
+    assert np.allclose(out["cam"][0], (1.0 - 2.0) / 2, atol=1e-6)  # maps: mean of 1 and -2

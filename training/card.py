@@ -34,6 +34,7 @@ class CardInfo:
     parity: list[dict[str, object]]
     tflite_variant: str
     views: tuple[str, ...] = ("identity",)
+    origin: str = "trained from scratch"  # or fine-tuned from a weights file, or an ensemble
 
 
 def write_model_json(info: CardInfo, out_dir: Path) -> Path:
@@ -44,7 +45,7 @@ def write_model_json(info: CardInfo, out_dir: Path) -> Path:
         "threshold": round(info.threshold, 6), "threshold_rule": info.threshold_rule,
         "positive_label": info.positive_label, "negative_label": info.negative_label,
         "file": "model.tflite", "tflite_variant": info.tflite_variant, "data_hash": info.data_hash,
-        "views": list(info.views),
+        "views": list(info.views), "command": info.command,
     }
     path = out_dir / "model.json"
     path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -82,7 +83,7 @@ def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
 | | |
 |---|---|
 | task | {info.task}: positive `{info.positive_label}`, negative `{info.negative_label}` |
-| architecture | {info.architecture}, input {info.input_size}×{info.input_size}×1, trained from scratch |
+| architecture | {info.architecture}, input {info.input_size}×{info.input_size}×1, {info.origin} |
 | shipped file | `model.tflite` ({info.tflite_variant}) |
 | operating threshold | {info.threshold:.4f} — {info.threshold_rule} |
 | test-time views | {_views_text(info.views)} |

@@ -1,4 +1,4 @@
-"""Subcommands ``train``, ``evaluate``, ``export`` and ``train-polarity``.
+"""Subcommands ``train``, ``ensemble``, ``evaluate``, ``export`` and ``train-polarity``.
 
 ``predict`` lives in :mod:`inference.cli`.
 """
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_evaluate(sub)
     _register_export(sub)
     _register_train_polarity(sub)
+    _register_ensemble(sub)
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -84,7 +85,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     notes = args.card_notes.read_text() if args.card_notes else ""
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
                      Path(args.cache) if args.cache else None, cfg, notes, args.skip_training,
-                     _parse_views(args.views), _parse_target(args.threshold_target)))
+                     _parse_views(args.views), _parse_target(args.threshold_target),
+                     argv=tuple(args.argv)))
     print(f"model folder written: {args.out}")
     return 0
 
@@ -175,3 +177,52 @@ def _cmd_train_polarity(args: argparse.Namespace) -> int:
     print(json.dumps(report["sets"], indent=1))
     print(f"polarity model written: {args.out}")
     return 0
+
+
+def _register_ensemble(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("ensemble",
+                       help="merge trained model folders into one model (mean score), then "
+                            "threshold, evaluate, export and write its card")
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--members", required=True,
+                   help="comma-separated model folders (model.keras + model.json) of the task")
+    p.add_argument("--inverted", default="",
+                   help="comma-separated model folders whose positive class is the task's "
+                        "negative (e.g. a TB model in pneumonia-vs-tb): they enter as 1 - score")
+    p.add_argument("--data", type=Path, required=True, help="labelled set (val: threshold; test: metrics)")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.add_argument("--negatives", help="negative labels the card names, e.g. normal,pneumonia")
+    p.add_argument("--external", type=Path, help="labelled set from other hospitals, evaluation only")
+    p.add_argument("--views", default="identity", help="test-time views, as for train")
+    p.add_argument("--threshold-target", type=float, help="as for train")
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--card-notes", type=Path, help="Markdown file appended to card.md")
+    p.add_argument("--cache", default=".cache/data", help="preprocessed-image cache folder ('' to disable)")
+    p.set_defaults(func=_cmd_ensemble)
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from training.ensemble import EnsembleError, Member, write_merged
+    from training.pipeline import PipelineArgs, run
+    from training.tasks import task_with_negatives
+    from training.train import TrainConfig
+
+    members = [Member(Path(f)) for f in _folders(args.members)]
+    members += [Member(Path(f), inverted=True) for f in _folders(args.inverted)]
+    try:
+        task = task_with_negatives(args.task, args.negatives)
+        arch, size, described = write_merged(members, task, args.out)
+    except EnsembleError as err:
+        raise SystemExit(str(err)) from err
+    notes = args.card_notes.read_text() if args.card_notes else ""
+    run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
+                     Path(args.cache) if args.cache else None, TrainConfig(arch=arch, size=size),
+                     notes, skip_training=True, views=_parse_views(args.views),
+                     threshold_target=_parse_target(args.threshold_target),
+                     ensemble=described, argv=tuple(args.argv)))
+    print(f"model folder written: {args.out}")
+    return 0
+
+
+def _folders(text: str) -> list[str]:
+    return [f.strip() for f in text.split(",") if f.strip()]

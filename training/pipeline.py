@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +62,8 @@ class PipelineArgs:
     skip_training: bool = False
     views: tuple[str, ...] = (IDENTITY_VIEW,)  # test-time views, averaged (threshold and metrics too)
     threshold_target: float | None = None  # replaces the rule's 0.95 (THRESHOLD_RULES)
+    ensemble: tuple[dict[str, object], ...] = ()  # members of a merged model (training.ensemble)
+    argv: tuple[str, ...] = ()  # the command line, recorded in the card and model.json
 
 
 def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
@@ -113,7 +114,8 @@ def run(args: PipelineArgs) -> dict[str, object]:
         model, history = _load_trained(args.out)
     else:
         model, history = train(splits["train"], splits["val"], task, args.config, args.out)
-    plot_history(history, args.out / "training-curves.png")
+    if history:  # an ensemble has no epochs of its own: its members' folders keep their curves
+        plot_history(history, args.out / "training-curves.png")
     eval_task = TASKS[args.task]
     val, y_val = task_subset(splits["val"], eval_task)
     val_scores = keras_scorer(model, args.views)(as_model_input(val.images))
@@ -141,22 +143,35 @@ def _load_trained(out: Path) -> tuple[keras.Model, list[dict[str, float]]]:
     return keras.saving.load_model(out / "model.keras"), history
 
 
+def _provenance(args: PipelineArgs, task: Task,
+                train_set: ImageSet) -> tuple[str, str, str, dict[str, object]]:
+    """Architecture, origin, training counts and configuration as the card states them."""
+    if args.ensemble:
+        return (f"ensemble of {len(args.ensemble)} {args.config.arch} models",
+                "mean of the members' scores (see members below)",
+                "each member's own (see members below)", {"members": list(args.ensemble)})
+    origin = (f"fine-tuned from {Path(args.config.weights).name}" if args.config.weights
+              else "trained from scratch")
+    return (args.config.arch, origin, describe(task_subset(train_set, task)[0]),
+            asdict(args.config) | {"train_negatives": sorted(task.negative)})
+
+
 def _card_info(args: PipelineArgs, task: Task, threshold: float, rule: str, records: list[Record],
                train_set: ImageSet, parity: list[ParityReport], variant: str) -> CardInfo:
     eval_task = TASKS[args.task]
+    architecture, origin, counts, config = _provenance(args, task, train_set)
     return CardInfo(
         name=f"cxr-{args.task}", task=args.task, version=args.version,
-        architecture=args.config.arch, input_size=args.config.size, threshold=threshold,
+        architecture=architecture, input_size=args.config.size, threshold=threshold,
         threshold_rule=rule, positive_label="/".join(sorted(eval_task.positive)),
         negative_label="/".join(sorted(eval_task.negative)), data_root=str(args.data),
         data_hash=dataset_hash(records),
         split="the data set's own train/val/test split (stratified by label and source when absent); "
               "trained on train, threshold on val, metrics on val/test and external-dev",
-        command="cxr-gateway " + " ".join(shlex.quote(a) for a in sys.argv[1:]
+        command="cxr-gateway " + " ".join(shlex.quote(a) for a in args.argv
                                           if a != "--skip-training"),
-        train_counts=describe(task_subset(train_set, task)[0]),
-        config=asdict(args.config) | {"train_negatives": sorted(task.negative)},
-        parity=[asdict(p) for p in parity], tflite_variant=variant, views=args.views,
+        train_counts=counts, config=config, parity=[asdict(p) for p in parity],
+        tflite_variant=variant, views=args.views, origin=origin,
     )
 
 

@@ -1,0 +1,119 @@
+"""Ensembles: several trained model folders merged into one model with the same contract.
+
+The merged Keras model takes the same ``(size, size, 1)`` input and has the
+same ``score`` and ``cam`` outputs as every model of :mod:`training.architectures`:
+``score`` is the mean of the members' scores and ``cam`` the mean of their
+class activation maps, so export, serving, heatmaps and the registry need
+nothing new (one ``model.tflite``, one LiteRT invoke).
+
+A member may be *inverted*: a model trained with the opposite positive class
+(for example TB vs every non-TB image, used as a pneumonia-vs-TB member) enters
+as ``1 - score`` and ``-cam``. The merged folder then goes through the usual
+pipeline (:func:`training.pipeline.run` with ``skip_training``): threshold on
+validation, metrics, export, card.
+
+Averaging independently trained models is the plainest way to lower the
+variance of a model trained from scratch on a few thousand images; on
+radiographs from hospitals never seen, variance is most of the error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from training.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class EnsembleError(ValueError):
+    """The member folders cannot be merged for the task (missing files, mismatched inputs)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One trained model folder (``model.keras`` + ``model.json``) and whether it is inverted."""
+
+    folder: Path
+    inverted: bool = False
+
+    def meta(self) -> dict[str, object]:
+        path = self.folder / "model.json"
+        if not path.is_file() or not (self.folder / "model.keras").is_file():
+            raise EnsembleError(f"members: {self.folder} needs model.json and model.keras")
+        meta: dict[str, object] = json.loads(path.read_text())
+        return meta
+
+    def describe(self) -> dict[str, object]:
+        """What the card records of this member: its identity, its training run, inversion."""
+        meta = self.meta()
+        history = self.folder / "history.json"
+        config = json.loads(history.read_text()).get("config", {}) if history.is_file() else {}
+        return {"folder": str(self.folder), "name": meta.get("name"), "version": meta.get("version"),
+                "task": meta.get("task"), "positive_label": meta.get("positive_label"),
+                "inverted": self.inverted, "command": meta.get("command"), "config": config}
+
+
+def check_members(members: list[Member], task: Task) -> tuple[str, int]:
+    """Validate the members for ``task``; return their common architecture and input size.
+
+    A plain member must have the task's positive class; an inverted member must
+    have the task's negative class as its positive (so ``1 - score`` is the task's score).
+    """
+    if len(members) < 2:
+        raise EnsembleError("members: an ensemble needs at least two model folders")
+    archs, sizes = set(), set()
+    for m in members:
+        meta = m.meta()
+        expected = task.negative if m.inverted else task.positive
+        if str(meta["positive_label"]) not in expected:
+            role = "inverted member" if m.inverted else "member"
+            raise EnsembleError(
+                f"members: {m.folder} has positive class {meta['positive_label']!r}; "
+                f"a {role} of {task.name} needs one of {sorted(expected)}")
+        archs.add(str(meta["architecture"]))
+        sizes.add(int(str(meta["input_size"])))
+    if len(sizes) != 1:
+        raise EnsembleError(f"members: input sizes differ ({sorted(sizes)}); train them at one --size")
+    return "+".join(sorted(archs)), sizes.pop()
+
+
+def merge(members: list[Member], size: int) -> keras.Model:
+    """One Keras model whose ``score``/``cam`` are the means over the members' (inverted) outputs."""
+    inp = keras.Input((size, size, 1), name="image")
+    scores, cams = [], []
+    for i, member in enumerate(members):
+        model = keras.saving.load_model(member.folder / "model.keras", compile=False)
+        model.name = f"member_{i}"
+        out = model(inp)
+        score, cam = out["score"], out["cam"]
+        if member.inverted:
+            score = layers.Rescaling(-1.0, offset=1.0, name=f"member_{i}_inverted_score")(score)
+            cam = layers.Rescaling(-1.0, name=f"member_{i}_inverted_cam")(cam)
+        scores.append(score)
+        cams.append(cam)
+    if len({tuple(c.shape) for c in cams}) != 1:
+        raise EnsembleError("members: their activation maps differ in shape; use one architecture")
+    score = layers.Average(name="score")(scores)
+    cam = layers.Average(name="cam")(cams)
+    return keras.Model(inp, {"score": score, "cam": cam}, name="cxr_ensemble")
+
+
+def write_merged(members: list[Member], task: Task,
+                 out: Path) -> tuple[str, int, tuple[dict[str, object], ...]]:
+    """Write ``out/model.keras`` (the merged model) and ``out/history.json`` (the members);
+    return the members' architecture, input size and descriptions."""
+    arch, size = check_members(members, task)
+    out.mkdir(parents=True, exist_ok=True)
+    merge(members, size).save(out / "model.keras")
+    described = tuple(m.describe() for m in members)
+    (out / "history.json").write_text(json.dumps(
+        {"task": task.name, "ensemble": list(described), "epochs": []}, indent=2, default=str))
+    log.info("ensemble of %d members written to %s", len(members), out / "model.keras")
+    return arch, size, described
