@@ -105,6 +105,10 @@ def test_evaluate_and_predict_commands(tiny_models: Path, tmp_path: Path,
     assert main(["evaluate", "--model", str(tiny_models / "tb-vs-normal"), "--data", str(data),
                  "--split", "all", "--out", str(out)]) == 0
     assert (out / "report.md").exists() and (out / "roc.png").exists()
+    assert json.loads((out / "report.json").read_text())["views"] == TB_VIEWS.split(",")
+    assert main(["evaluate", "--model", str(tiny_models / "tb-vs-normal"), "--data", str(data),
+                 "--split", "all", "--out", str(out), "--views", "identity"]) == 0
+    assert json.loads((out / "report.json").read_text())["views"] == ["identity"]
     png = next((data / "tb").glob("*.png"))
     capsys.readouterr()
     assert main(["predict", "--models", str(tiny_models), "--json", str(png)]) == 0

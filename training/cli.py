@@ -131,13 +131,16 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="test", help="train, val, test or all")
     p.add_argument("--out", type=Path, required=True, help="folder for report and plots")
+    p.add_argument("--views", help="test-time views to average instead of the model's own "
+                                   "(e.g. identity,flip); the stored threshold still applies")
     p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from training.model_folder import evaluate_folder
 
-    report = evaluate_folder(args.model, args.data, args.split, args.out)
+    views = _parse_views(args.views) if args.views else None
+    report = evaluate_folder(args.model, args.data, args.split, args.out, views)
     overall = report["sets"][args.split]["overall"]  # type: ignore[index]
     print(json.dumps({k: overall[k] for k in ("n", "roc_auc", "recall", "specificity")}, default=float))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,9 +24,13 @@ def _records_for(data: Path, split: str) -> list[Record]:
     return records if split == "all" else [r for r in records if r.split == split]
 
 
-def evaluate_folder(model_dir: Path, data: Path, split: str, out: Path) -> dict[str, object]:
-    """Evaluate the shipped TFLite model of ``model_dir`` on ``data`` (one split or all)."""
+def evaluate_folder(model_dir: Path, data: Path, split: str, out: Path,
+                    views: tuple[str, ...] | None = None) -> dict[str, object]:
+    """Evaluate the shipped TFLite model of ``model_dir`` on ``data`` (one split or all);
+    ``views`` replaces the model's test-time views (to measure what views do)."""
     spec = ModelSpec.load(model_dir)
+    if views is not None:
+        spec = dataclasses.replace(spec, views=views)
     model = TfliteModel(spec)
     images = load_images(_records_for(data, split), spec.input_size)
 
@@ -35,7 +40,7 @@ def evaluate_folder(model_dir: Path, data: Path, split: str, out: Path) -> dict[
     task = TASKS[spec.task]
     result = score_set(split, images, task, scorer, spec.threshold)
     return write_report([result], task, spec.threshold, out,
-                        {"model": spec.name, "version": spec.version})
+                        {"model": spec.name, "version": spec.version, "views": list(spec.views)})
 
 
 def export_folder(model_dir: Path, data: Path, try_int8: bool = True) -> str:
