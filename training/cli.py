@@ -9,8 +9,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.tasks import ARCHITECTURES, TASKS
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train", help="train one classifier, evaluate it, export it, write its card")
-    p.add_argument("--task", choices=sorted(TASKS), required=True)
-    p.add_argument("--data", type=Path, required=True,
-                   help="folder with labels.csv (path,label,source[,split]) or one folder per class")
-    p.add_argument("--out", type=Path, required=True, help="model folder to write")
-    p.add_argument("--negatives", help="negative labels, e.g. normal,pneumonia (default: the task's)")
-    p.add_argument("--external", type=Path, help="labelled set from other hospitals, evaluation only")
+    _add_model_folder_options(p)
     p.add_argument("--arch", choices=ARCHITECTURES, default="mobilenetv3small")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=20)
@@ -52,10 +51,21 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--freeze-epochs", type=int, default=3,
                    help="with --weights: epochs with the backbone frozen before fine-tuning")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--version", default="1.0.0")
     p.add_argument("--skip-training", action="store_true",
                    help="reuse model.keras in --out from an earlier run: only threshold, "
                         "evaluation, export and card")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_model_folder_options(p: argparse.ArgumentParser) -> None:
+    """Options of every command that writes a model folder through :func:`training.pipeline.run`."""
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder with labels.csv (path,label,source[,split]) or one folder per class")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.add_argument("--negatives", help="negative labels, e.g. normal,pneumonia (default: the task's)")
+    p.add_argument("--external", type=Path, help="labelled set from other hospitals, evaluation only")
+    p.add_argument("--version", default="1.0.0")
     p.add_argument("--views", default="identity",
                    help="test-time views whose scores are averaged, comma-separated, first identity: "
                         "identity, flip, zoom<F>, zoom<F>-flip (e.g. identity,flip,zoom1.2,zoom1.2-flip); "
@@ -68,11 +78,23 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="Markdown file appended to card.md (experiments, known limitations)")
     p.add_argument("--cache", default=".cache/data",
                    help="preprocessed-image cache folder ('' to disable)")
-    p.set_defaults(func=_cmd_train)
+
+
+def _run_pipeline(args: argparse.Namespace, cfg: TrainConfig, skip_training: bool,
+                  ensemble: tuple[dict[str, object], ...] = ()) -> int:
+    """Threshold, evaluation, export and card (after training unless ``skip_training``)."""
+    from training.pipeline import PipelineArgs, run
+
+    notes = args.card_notes.read_text() if args.card_notes else ""
+    run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
+                     Path(args.cache) if args.cache else None, cfg, notes, skip_training,
+                     _parse_views(args.views), _parse_target(args.threshold_target),
+                     ensemble=ensemble, argv=tuple(args.argv)))
+    print(f"model folder written: {args.out}")
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.pipeline import PipelineArgs, run
     from training.train import TrainConfig
 
     cfg = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs,
@@ -82,13 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
                       lr_schedule=args.lr_schedule, flip_p=args.flip)
-    notes = args.card_notes.read_text() if args.card_notes else ""
-    run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
-                     Path(args.cache) if args.cache else None, cfg, notes, args.skip_training,
-                     _parse_views(args.views), _parse_target(args.threshold_target),
-                     argv=tuple(args.argv)))
-    print(f"model folder written: {args.out}")
-    return 0
+    return _run_pipeline(args, cfg, args.skip_training)
 
 
 def _parse_target(value: float | None) -> float | None:
@@ -186,27 +202,17 @@ def _register_ensemble(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p = sub.add_parser("ensemble",
                        help="merge trained model folders into one model (mean score), then "
                             "threshold, evaluate, export and write its card")
-    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    _add_model_folder_options(p)
     p.add_argument("--members", required=True,
                    help="comma-separated model folders (model.keras + model.json) of the task")
     p.add_argument("--inverted", default="",
                    help="comma-separated model folders whose positive class is the task's "
                         "negative (e.g. a TB model in pneumonia-vs-tb): they enter as 1 - score")
-    p.add_argument("--data", type=Path, required=True, help="labelled set (val: threshold; test: metrics)")
-    p.add_argument("--out", type=Path, required=True, help="model folder to write")
-    p.add_argument("--negatives", help="negative labels the card names, e.g. normal,pneumonia")
-    p.add_argument("--external", type=Path, help="labelled set from other hospitals, evaluation only")
-    p.add_argument("--views", default="identity", help="test-time views, as for train")
-    p.add_argument("--threshold-target", type=float, help="as for train")
-    p.add_argument("--version", default="1.0.0")
-    p.add_argument("--card-notes", type=Path, help="Markdown file appended to card.md")
-    p.add_argument("--cache", default=".cache/data", help="preprocessed-image cache folder ('' to disable)")
     p.set_defaults(func=_cmd_ensemble)
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
     from training.ensemble import EnsembleError, Member, write_merged
-    from training.pipeline import PipelineArgs, run
     from training.tasks import task_with_negatives
     from training.train import TrainConfig
 
@@ -217,14 +223,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         arch, size, described = write_merged(members, task, args.out)
     except EnsembleError as err:
         raise SystemExit(str(err)) from err
-    notes = args.card_notes.read_text() if args.card_notes else ""
-    run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
-                     Path(args.cache) if args.cache else None, TrainConfig(arch=arch, size=size),
-                     notes, skip_training=True, views=_parse_views(args.views),
-                     threshold_target=_parse_target(args.threshold_target),
-                     ensemble=described, argv=tuple(args.argv)))
-    print(f"model folder written: {args.out}")
-    return 0
+    return _run_pipeline(args, TrainConfig(arch=arch, size=size), skip_training=True,
+                         ensemble=described)
 
 
 def _folders(text: str) -> list[str]:
