@@ -119,7 +119,9 @@ def _peak_rss_mb(pid: int) -> int:
 
 
 def models_present(models: Path) -> bool:
-    return all((models / t / "model.tflite").is_file() for t in ("tb-vs-normal", "pneumonia-vs-tb"))
+    from inference.registry import missing_models
+
+    return missing_models(models) is None
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ command and the REST API use: grayscale presentation-space image in,
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -25,18 +26,21 @@ from inference.results import ClassifierScore, Prediction, combine
 log = logging.getLogger(__name__)
 
 
-class TfliteModel:
-    """One exported model (outputs ``score`` and ``cam``) run by the LiteRT interpreter."""
+class TfliteNet:
+    """One LiteRT network file (outputs ``score`` and ``cam``), run on a fixed list of views.
 
-    def __init__(self, spec: ModelSpec, num_threads: int = 2) -> None:
+    All views go through in one batch, one invoke.
+    """
+
+    def __init__(self, path: Path, views: tuple[str, ...], num_threads: int = 2) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.spec = spec
-        self._interp = Interpreter(model_path=str(spec.path), num_threads=num_threads)
+        self.path, self.views = path, views
+        self._interp = Interpreter(model_path=str(path), num_threads=num_threads)
         self._input = self._interp.get_input_details()[0]
-        if len(spec.views) > 1:  # all test-time views in one batch, one invoke
-            shape = [len(spec.views), *self._input["shape"][1:]]
-            self._interp.resize_tensor_input(self._input["index"], shape)
+        if len(views) > 1:
+            self._interp.resize_tensor_input(self._input["index"],
+                                             [len(views), *self._input["shape"][1:]])
         self._interp.allocate_tensors()
         self._input = self._interp.get_input_details()[0]
         outputs = self._interp.get_output_details()
@@ -44,19 +48,15 @@ class TfliteModel:
         self._cam = next(o for o in outputs if len(o["shape"]) == 3)
         self._lock = threading.Lock()
 
-    def run(self, unit: NDArray[np.float32]) -> tuple[float, NDArray[np.float32]]:
-        """Score and class activation map of one preprocessed ``(size, size)`` image.
-
-        The score is the mean over the model's test-time views; the map is the
-        first view's (``identity``, aligned with the image).
-        """
-        x = self._quantise(view_stack(unit, self.spec.views)[..., np.newaxis])
+    def run(self, unit: NDArray[np.float32]) -> tuple[dict[str, float], NDArray[np.float32]]:
+        """Score per view of one preprocessed ``(size, size)`` image, and the first view's map."""
+        x = self._quantise(view_stack(unit, self.views)[..., np.newaxis])
         with self._lock:
             self._interp.set_tensor(self._input["index"], x)
             self._interp.invoke()
             score = self._dequantise(self._score, self._interp.get_tensor(self._score["index"]))
             cam = self._dequantise(self._cam, self._interp.get_tensor(self._cam["index"]))
-        return float(score.reshape(-1).mean()), cam[0]
+        return dict(zip(self.views, (float(v) for v in score.reshape(-1)), strict=True)), cam[0]
 
     def _quantise(self, x: NDArray[np.float32]) -> NDArray[np.generic]:
         scale, zero = (float(v) for v in self._input["quantization"])
@@ -72,6 +72,71 @@ class TfliteModel:
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
+def _file_key(path: Path, size: int) -> str:
+    return f"{hashlib.sha256(path.read_bytes()).hexdigest()}@{size}"
+
+
+class ModelRunner:
+    """Several classifiers, each distinct member network run once per image.
+
+    A classifier's score is the mean over its members of the member's mean
+    score over the classifier's test-time views (``1 - score`` for an inverted
+    member); its map is the mean of the members' first-view maps (``-cam`` for
+    an inverted member). A member file listed by two classifiers (byte for
+    byte the same network, e.g. a TB model inside the pneumonia-vs-TB
+    ensemble) runs once, on the union of the views both need.
+    """
+
+    def __init__(self, specs: list[ModelSpec], num_threads: int = 2) -> None:
+        self.specs = specs
+        plan: dict[str, tuple[Path, list[str]]] = {}
+        self._keys: list[list[str]] = []
+        for spec in specs:
+            keys = []
+            for member in spec.members:
+                key = _file_key(member.path, spec.input_size)
+                views = plan.setdefault(key, (member.path, []))[1]
+                views.extend(v for v in spec.views if v not in views)
+                keys.append(key)
+            self._keys.append(keys)
+        self._nets = {k: TfliteNet(path, tuple(views), num_threads) for k, (path, views) in plan.items()}
+        log.info("LiteRT: %d classifiers, %d distinct networks, %d passes per image",
+                 len(specs), len(self._nets), sum(len(n.views) for n in self._nets.values()))
+
+    @property
+    def passes(self) -> int:
+        """Network passes per image (distinct networks times their views)."""
+        return sum(len(n.views) for n in self._nets.values())
+
+    def run(self, units: dict[int, NDArray[np.float32]]) -> list[tuple[float, NDArray[np.float32]]]:
+        """Score and map of every classifier, from its input-size preprocessed image in ``units``."""
+        sizes = {k: spec.input_size for spec, keys in zip(self.specs, self._keys, strict=True)
+                 for k in keys}
+        outputs = {k: net.run(units[sizes[k]]) for k, net in self._nets.items()}
+        results = []
+        for spec, keys in zip(self.specs, self._keys, strict=True):
+            scores, cams = [], []
+            for member, key in zip(spec.members, keys, strict=True):
+                per_view, cam = outputs[key]
+                s = float(np.mean([per_view[v] for v in spec.views]))
+                scores.append(1.0 - s if member.inverted else s)
+                cams.append(-cam if member.inverted else cam)
+            results.append((float(np.mean(scores)), np.mean(cams, axis=0).astype(np.float32)))
+        return results
+
+
+class TfliteModel:
+    """One classifier (its member networks) through LiteRT: ``run`` gives score and map."""
+
+    def __init__(self, spec: ModelSpec, num_threads: int = 2) -> None:
+        self.spec = spec
+        self._runner = ModelRunner([spec], num_threads)
+
+    def run(self, unit: NDArray[np.float32]) -> tuple[float, NDArray[np.float32]]:
+        """Score (mean over views and members) and class activation map of one preprocessed image."""
+        return self._runner.run({self.spec.input_size: unit})[0]
+
+
 def cam_to_heatmap(cam: NDArray[np.float32], size: int) -> NDArray[np.float32]:
     """Upsample a class activation map to ``size`` and scale it to [0, 1] (positive evidence)."""
     pos = np.maximum(cam, 0.0)
@@ -85,8 +150,8 @@ class InferenceEngine:
 
     def __init__(self, specs: dict[str, ModelSpec], num_threads: int = 2,
                  polarity: PolarityModel | None = None) -> None:
-        self.tb = TfliteModel(specs[TB_VS_NORMAL], num_threads)
-        self.pneumonia = TfliteModel(specs[PNEUMONIA_VS_TB], num_threads)
+        self.tb, self.pneumonia = specs[TB_VS_NORMAL], specs[PNEUMONIA_VS_TB]
+        self.runner = ModelRunner([self.tb, self.pneumonia], num_threads)
         self.polarity = polarity
 
     @classmethod
@@ -100,13 +165,11 @@ class InferenceEngine:
 
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction:
         """Classify one presentation-space grayscale image with both models."""
-        sizes = {self.tb.spec.input_size, self.pneumonia.spec.input_size}
-        units = {s: preprocess_gray(gray, s) for s in sizes}
-        tb_score, tb_cam = self.tb.run(units[self.tb.spec.input_size])
-        pn_score, _ = self.pneumonia.run(units[self.pneumonia.spec.input_size])
-        tb = _score(self.tb.spec, tb_score)
-        pn = _score(self.pneumonia.spec, pn_score)
-        hm = cam_to_heatmap(tb_cam, self.tb.spec.input_size) if heatmap else None
+        units = {s: preprocess_gray(gray, s) for s in {self.tb.input_size, self.pneumonia.input_size}}
+        (tb_score, tb_cam), (pn_score, _) = self.runner.run(units)
+        tb = _score(self.tb, tb_score)
+        pn = _score(self.pneumonia, pn_score)
+        hm = cam_to_heatmap(tb_cam, self.tb.input_size) if heatmap else None
         return Prediction(tb, pn, combine(tb, pn), hm)
 
 

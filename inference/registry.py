@@ -10,6 +10,15 @@ Each model lives in its own folder under ``models/`` with ``model.tflite`` and
 
 ``views`` (optional, default ``["identity"]``) are the test-time views whose
 scores are averaged (:func:`inference.preprocess.view_stack`).
+
+An ensemble (``cxr-gateway ensemble``) lists its member networks instead of
+one ``file``; its score is the mean of the members' scores, an inverted member
+(trained with the opposite positive class) entering as ``1 - score``::
+
+    "members": [{"file": "members/0-cxr-tb-vs-normal-1.0.0.tflite", "inverted": false}, ...]
+
+The engine runs each distinct member file once per image, even when both
+classifiers list it (:class:`inference.engine.ModelRunner`).
 """
 
 from __future__ import annotations
@@ -31,6 +40,14 @@ class ModelError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class MemberSpec:
+    """One LiteRT network of a classifier; ``inverted``: it scores the opposite class."""
+
+    path: Path
+    inverted: bool = False
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What the gateway needs to know to run one classifier."""
 
@@ -42,7 +59,7 @@ class ModelSpec:
     threshold: float
     positive_label: str
     negative_label: str
-    path: Path
+    members: tuple[MemberSpec, ...]
     views: tuple[str, ...] = ("identity",)  # test-time views whose scores are averaged
 
     @classmethod
@@ -58,7 +75,7 @@ class ModelSpec:
                 architecture=str(meta["architecture"]), input_size=int(meta["input_size"]),
                 threshold=float(meta["threshold"] if threshold is None else threshold),
                 positive_label=str(meta["positive_label"]),
-                negative_label=str(meta["negative_label"]), path=folder / str(meta["file"]),
+                negative_label=str(meta["negative_label"]), members=_members(folder, meta),
                 views=tuple(str(v) for v in meta.get("views", ["identity"])),
             )
             for view in spec.views:
@@ -67,11 +84,21 @@ class ModelSpec:
                 raise ValueError(f"views must start with {IDENTITY_VIEW!r} (the heatmap's view)")
         except (KeyError, ValueError, TypeError) as err:
             raise ModelError(f"{meta_path}: invalid or missing field ({err})") from err
-        if not spec.path.is_file():
-            raise ModelError(f"{meta_path}: model file {spec.path} not found")
+        for member in spec.members:
+            if not member.path.is_file():
+                raise ModelError(f"{meta_path}: model file {member.path} not found")
         if not 0.0 <= spec.threshold <= 1.0:
             raise ModelError(f"{meta_path}: threshold {spec.threshold} outside [0, 1]")
         return spec
+
+
+def _members(folder: Path, meta: dict[str, object]) -> tuple[MemberSpec, ...]:
+    listed = meta.get("members")
+    if listed is None:
+        return (MemberSpec(folder / str(meta["file"])),)
+    if not isinstance(listed, list) or not listed:
+        raise ValueError("members must be a non-empty list")
+    return tuple(MemberSpec(folder / str(m["file"]), bool(m.get("inverted", False))) for m in listed)
 
 
 def default_models_dir() -> Path:
@@ -87,3 +114,12 @@ def load_registry(models_dir: Path, thresholds: dict[str, float] | None = None) 
         if spec.task != task:
             raise ModelError(f"{models_dir / task}: model.json says task {spec.task!r}, expected {task!r}")
     return specs
+
+
+def missing_models(models_dir: Path) -> str | None:
+    """Why ``models_dir`` cannot serve both classifiers, or None when it can."""
+    try:
+        load_registry(models_dir)
+    except ModelError as err:
+        return str(err)
+    return None

@@ -21,7 +21,9 @@ def require_shared_data(sub: str) -> Path:
 
 def require_shipped_models() -> Path:
     """The shipped ``models/`` folder with both classifiers, or skip with the reason."""
-    for task in ("tb-vs-normal", "pneumonia-vs-tb"):
-        if not (MODELS_DIR / task / "model.tflite").exists():
-            pytest.skip(f"shipped model missing: {MODELS_DIR / task / 'model.tflite'}")
+    from inference.registry import missing_models
+
+    reason = missing_models(MODELS_DIR)
+    if reason is not None:
+        pytest.skip(f"shipped models not usable: {reason}")
     return MODELS_DIR

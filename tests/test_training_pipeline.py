@@ -237,13 +237,56 @@ def test_ensemble_merges_members_and_inverts(tiny_models: Path, tmp_path: Path) 
                            ["score"][0, 0]) for f in (pneumonia, tb)]
     merged = float(keras.saving.load_model(out / "model.keras").predict(unit, verbose=0)["score"][0, 0])
     assert merged == pytest.approx((2 * member_scores[0] + 1.0 - member_scores[1]) / 3, abs=1e-5)
-    served, cam = TfliteModel(spec).run(unit[0, :, :, 0])
+    lite = TfliteModel(spec)
+    served, cam = lite.run(unit[0, :, :, 0])
     assert served == pytest.approx(merged, abs=2e-3)
     assert cam.ndim == 2
+    # served member by member: no merged file; the pneumonia model listed twice runs once
+    meta = json.loads((out / "model.json").read_text())
+    assert "file" not in meta and not (out / "model.tflite").exists()
+    assert [m["inverted"] for m in meta["members"]] == [False, False, True]
+    assert all((out / m["file"]).is_file() for m in meta["members"])
+    assert lite._runner.passes == 2
     card = (out / "card.md").read_text()
     assert "ensemble of 3 compact models" in card and '"inverted": true' in card
     assert json.loads((out / "model.json").read_text())["command"].startswith("cxr-gateway ensemble")
     assert (out / "report.json").is_file() and not (out / "training-curves.png").exists()
+
+
+def test_engine_runs_a_network_shared_by_both_classifiers_once(tiny_models: Path,
+                                                              tmp_path: Path) -> None:
+    """A TB model that is also an (inverted) pneumonia-vs-TB member: one network, one batch of
+    the union of both classifiers' views; both scores as if each classifier ran alone."""
+    import shutil
+
+    import keras
+
+    from inference.engine import InferenceEngine, TfliteModel
+    from inference.preprocess import preprocess_gray
+    from inference.registry import load_registry
+
+    data = write_dataset(tmp_path / "data", labels=("tb", "normal", "pneumonia"), corrupt=0)
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models / "tb-vs-normal", models / "tb-vs-normal")
+    assert main(["export", "--model", str(models / "tb-vs-normal"), "--data", str(data),
+                 "--no-int8"]) == 0  # float32, so that the ensemble copies it byte for byte
+    assert main(["ensemble", "--task", "pneumonia-vs-tb", "--members",
+                 str(tiny_models / "pneumonia-vs-tb"), "--inverted", str(models / "tb-vs-normal"),
+                 "--data", str(data), "--out", str(models / "pneumonia-vs-tb"), "--cache", ""]) == 0
+    engine = InferenceEngine.from_models_dir(models)
+    assert engine.runner.passes == len(TB_VIEWS.split(",")) + 1  # TB on its 3 views, pneumonia on 1
+    gray = phantom(np.random.default_rng(4), "tb")
+    prediction = engine.predict_gray(gray, heatmap=False)
+    specs = load_registry(models)
+    for task, got in (("tb-vs-normal", prediction.tb_vs_normal),
+                      ("pneumonia-vs-tb", prediction.pneumonia_vs_tb)):
+        spec = specs[task]
+        alone, _ = TfliteModel(spec).run(preprocess_gray(gray, spec.input_size))
+        assert got.score == pytest.approx(alone, abs=1e-6)
+    unit = preprocess_gray(gray, specs["pneumonia-vs-tb"].input_size)[None, :, :, None]
+    merged = keras.saving.load_model(models / "pneumonia-vs-tb" / "model.keras")
+    assert prediction.pneumonia_vs_tb.score == pytest.approx(
+        float(merged.predict(unit, verbose=0)["score"][0, 0]), abs=2e-3)
 
 
 def test_ensemble_refuses_a_member_of_the_wrong_class(tiny_models: Path, tmp_path: Path) -> None:
@@ -274,3 +317,24 @@ def test_merge_means_scores_and_maps_and_inverts(tmp_path: Path) -> None:
     sig = 1 / (1 + np.exp(-np.array([1.0, 2.0])))
     assert float(out["score"][0, 0]) == pytest.approx((sig[0] + 1 - sig[1]) / 2, abs=1e-6)
     assert np.allclose(out["cam"][0], (1.0 - 2.0) / 2, atol=1e-6)  # maps: mean of 1 and -2
+
+
+def test_centre_crop_model_never_sees_the_border() -> None:
+    """--centre-crop: the score ignores the border entirely; the map keeps the full grid,
+    zero over the cut border, so it lines up with uncropped models' maps."""
+    from training.architectures import build_model, check_centre_crop
+
+    model, _ = build_model("compact", 96, centre_crop=32)
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 96, 96, 1)).astype(np.float32)
+    y = x.copy()
+    y[:, :32] = rng.random((1, 32, 96, 1))  # new top border, same centre
+    a, b = (model.predict(v, verbose=0) for v in (x, y))
+    assert float(a["score"][0, 0]) == pytest.approx(float(b["score"][0, 0]), abs=1e-6)
+    assert a["cam"].shape == (1, 3, 3) and a["cam"][0, 0, 0] == 0 and a["cam"][0, 1, 1] != 0
+    assert check_centre_crop(224, 160) == 32 and check_centre_crop(224, 0) == 0
+    for bad in (192, 256, 100):
+        with pytest.raises(ValueError, match="multiple of 32"):
+            check_centre_crop(224, bad)
+    with pytest.raises(SystemExit, match="--centre-crop"):
+        main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--centre-crop", "192"])

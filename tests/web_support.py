@@ -44,7 +44,9 @@ _TRAINED: dict[str, Path] = {}  # tiny models trained once per test session
 
 def models_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped models, or two tiny ones trained now (a minute on two cores)."""
-    if all((MODELS_DIR / t / "model.tflite").is_file() for t in ("tb-vs-normal", "pneumonia-vs-tb")):
+    from inference.registry import missing_models
+
+    if missing_models(MODELS_DIR) is None:
         return MODELS_DIR
     if "tiny" not in _TRAINED:
         _TRAINED["tiny"] = _train_tiny(tmp_path_factory)

@@ -97,33 +97,64 @@ def _compact(size: int, l2: float) -> keras.Model:
     return keras.Model(inp, x, name="compact")
 
 
+FEATURE_STRIDE = 32  # every backbone here downsamples its input 32-fold
+
+
+def check_centre_crop(size: int, crop: int) -> int:
+    """Pixels cut from each side for a ``crop``-pixel centre crop of a ``size`` input (0: none).
+
+    The cut must be a whole number of feature cells, so that the padded
+    activation map lines up with the map of an uncropped model.
+    """
+    if crop in (0, size):
+        return 0
+    cut = (size - crop) // 2
+    if not 0 < crop < size or cut % FEATURE_STRIDE or crop % FEATURE_STRIDE:
+        raise ValueError(f"centre_crop: {crop} must be below the input size {size}, a multiple "
+                         f"of {FEATURE_STRIDE}, and leave a multiple of {FEATURE_STRIDE} pixels "
+                         f"on each side (for size 224: 160 or 96)")
+    return cut
+
+
 def build_model(arch: str, size: int, dropout: float = 0.3, l2: float = 1e-4,
-                weights: Path | None = None) -> tuple[keras.Model, keras.Model]:
+                weights: Path | None = None, centre_crop: int = 0) -> tuple[keras.Model, keras.Model]:
     """Build ``(model, backbone)``.
 
     ``weights`` is a local Keras weights file for the backbone (e.g. ImageNet
     "notop" weights), or a saved model of this project (``model.keras``) whose
     backbone of the same architecture is copied.
+
+    ``centre_crop`` (pixels, 0 = off) makes the model look only at the central
+    ``centre_crop`` x ``centre_crop`` pixels of its input, at the same pixel
+    scale: the border, where film edges, collimation and burned-in text sit,
+    never reaches the backbone. The input and the activation-map grid stay
+    those of an uncropped model (the map is zero over the cut border), so
+    serving, heatmaps and ensembles need nothing new.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch: unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    cut = check_centre_crop(size, centre_crop)
     inp = keras.Input((size, size, 1), name="image")
-    rgb = layers.Concatenate(name="gray_to_rgb")([inp, inp, inp])
+    seen = layers.Cropping2D(cut, name="centre_crop")(inp) if cut else inp
+    rgb = layers.Concatenate(name="gray_to_rgb")([seen, seen, seen])
+    inner = size - 2 * cut
     if arch == "compact":
         if weights is not None:
             raise ValueError("weights: the compact CNN has no pretrained weights; omit --weights")
-        backbone = _compact(size, l2)
+        backbone = _compact(inner, l2)
         features = backbone(rgb)
     else:
-        backbone, scale = _backbone(arch, size, str(weights) if weights else None)
+        backbone, scale = _backbone(arch, inner, str(weights) if weights else None)
         features = backbone(scale(rgb))
     # A 1x1 convolution before global average pooling equals GAP followed by a dense layer,
     # and its per-position output is the class activation map itself.
     dropped = layers.Dropout(dropout)(features)
     logit_map = layers.Conv2D(1, 1, kernel_regularizer=keras.regularizers.L2(l2),
                               name="logit_map")(dropped)
-    cam = layers.Reshape(tuple(logit_map.shape[1:3]), name="cam")(logit_map)
     pooled = layers.GlobalAveragePooling2D()(logit_map)
+    if cut:
+        logit_map = layers.ZeroPadding2D(cut // FEATURE_STRIDE, name="cam_border")(logit_map)
+    cam = layers.Reshape(tuple(logit_map.shape[1:3]), name="cam")(logit_map)
     score = layers.Activation("sigmoid", name="score")(pooled)
     model = keras.Model(inp, {"score": score, "cam": cam}, name=f"cxr_{arch}")
     if weights is None:

@@ -34,6 +34,7 @@ class CardInfo:
     parity: list[dict[str, object]]
     tflite_variant: str
     views: tuple[str, ...] = ("identity",)
+    members: tuple[dict[str, object], ...] = ()  # an ensemble's member files (model.json "members")
     origin: str = "trained from scratch"  # or fine-tuned from a weights file, or an ensemble
 
 
@@ -47,6 +48,9 @@ def write_model_json(info: CardInfo, out_dir: Path) -> Path:
         "file": "model.tflite", "tflite_variant": info.tflite_variant, "data_hash": info.data_hash,
         "views": list(info.views), "command": info.command,
     }
+    if info.members:
+        del meta["file"]
+        meta["members"] = list(info.members)
     path = out_dir / "model.json"
     path.write_text(json.dumps(meta, indent=2) + "\n")
     return path

@@ -43,6 +43,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--flip", type=float, default=0.0, metavar="P",
                    help="augmentation: mirror left-right with probability P (default 0)")
+    p.add_argument("--centre-crop", type=int, default=0, metavar="PX",
+                   help="the model sees only the central PX x PX pixels of its input (e.g. 160 "
+                        "of 224): film borders, collimation and text never reach it (default 0: off)")
     p.add_argument("--balance", choices=("source", "class", "none"), default="source")
     p.add_argument("--source-weights", default="",
                    help="scale sampling of named sources, e.g. scanned-film-tb=0.25 "
@@ -95,7 +98,13 @@ def _run_pipeline(args: argparse.Namespace, cfg: TrainConfig, skip_training: boo
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from training.architectures import check_centre_crop
     from training.train import TrainConfig
+
+    try:
+        check_centre_crop(args.size, args.centre_crop)
+    except ValueError as err:
+        raise SystemExit(f"--centre-crop: {err}") from err
 
     cfg = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -103,7 +112,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       patience=args.patience, seed=args.seed, balance=args.balance,
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
-                      lr_schedule=args.lr_schedule, flip_p=args.flip)
+                      lr_schedule=args.lr_schedule, flip_p=args.flip, centre_crop=args.centre_crop)
     return _run_pipeline(args, cfg, args.skip_training)
 
 

@@ -3,8 +3,14 @@
 The merged Keras model takes the same ``(size, size, 1)`` input and has the
 same ``score`` and ``cam`` outputs as every model of :mod:`training.architectures`:
 ``score`` is the mean of the members' scores and ``cam`` the mean of their
-class activation maps, so export, serving, heatmaps and the registry need
-nothing new (one ``model.tflite``, one LiteRT invoke).
+class activation maps, so thresholds, metrics and the Keras baseline treat it
+like any other model.
+
+Served, an ensemble folder ships its members' own float32 TFLite files
+(``members/``, listed in ``model.json``) rather than one merged file: the
+engine runs each distinct network once per image, so a TB model that is also
+a pneumonia-vs-TB member costs one pass, not two (:class:`inference.engine.ModelRunner`).
+The parity check compares that member-wise LiteRT score with the merged Keras model.
 
 A member may be *inverted*: a model trained with the opposite positive class
 (for example TB vs every non-TB image, used as a pneumonia-vs-TB member) enters
@@ -21,12 +27,16 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
+from numpy.typing import NDArray
 
+from training.export import ParityReport, convert, parity_of_scores, tflite_scores
 from training.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -71,6 +81,8 @@ def check_members(members: list[Member], task: Task) -> tuple[str, int]:
     archs, sizes = set(), set()
     for m in members:
         meta = m.meta()
+        if "members" in meta:
+            raise EnsembleError(f"members: {m.folder} is itself an ensemble; list its members instead")
         expected = task.negative if m.inverted else task.positive
         if str(meta["positive_label"]) not in expected:
             role = "inverted member" if m.inverted else "member"
@@ -117,3 +129,44 @@ def write_merged(members: list[Member], task: Task,
         {"task": task.name, "ensemble": list(described), "epochs": []}, indent=2, default=str))
     log.info("ensemble of %d members written to %s", len(members), out / "model.keras")
     return arch, size, described
+
+
+MEMBERS_DIR = "members"
+
+
+def export_members(described: tuple[dict[str, object], ...], merged: keras.Model,
+                   x_val: NDArray[np.float32], y_val: NDArray[np.float32],
+                   out: Path) -> tuple[list[dict[str, object]], list[ParityReport]]:
+    """Write each member's float32 TFLite file into ``out/members/``; check parity.
+
+    A member that ships a float32 ``model.tflite`` is copied byte for byte (so
+    the same member in both classifiers is recognised as one network by the
+    engine); an int8 one is converted again from its ``model.keras`` as float32.
+
+    Returns the ``model.json`` ``members`` entries and the parity of the
+    member-wise LiteRT score (mean, inverted members as ``1 - score``) against
+    the merged Keras model on ``x_val``.
+    """
+    folder = out / MEMBERS_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    entries: list[dict[str, object]] = []
+    lite = np.zeros(len(x_val), np.float64)
+    for i, member in enumerate(described):
+        src = Path(str(member["folder"]))
+        meta = json.loads((src / "model.json").read_text())
+        name = f"{i}-{meta['name']}-{meta['version']}.tflite"
+        if meta.get("tflite_variant") == "float32":
+            shutil.copyfile(src / str(meta["file"]), folder / name)
+        else:
+            (folder / name).write_bytes(convert(keras.saving.load_model(src / "model.keras")))
+        scores = tflite_scores((folder / name).read_bytes(), x_val).astype(np.float64)
+        lite += 1.0 - scores if member["inverted"] else scores
+        entries.append({"file": f"{MEMBERS_DIR}/{name}", "inverted": bool(member["inverted"]),
+                        "member": f"{meta['name']} {meta['version']}"})
+    keras_scores = merged.predict(x_val, batch_size=64, verbose=0)["score"][:, 0]
+    report = parity_of_scores("float32", (lite / len(described)).astype(np.float32),
+                              keras_scores, y_val)
+    log.info("parity of the member-wise LiteRT score: n=%d max|diff|=%.5f", report.n,
+             report.max_abs_diff)
+    return entries, [report]

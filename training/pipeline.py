@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import keras
@@ -28,6 +28,7 @@ from training.data import (
     load_split_cached,
     read_records,
 )
+from training.ensemble import export_members
 from training.evaluate import SetResult, as_model_input, score_set, write_report
 from training.export import ParityReport, export_model
 from training.metrics import threshold_for_sensitivity, threshold_for_specificity
@@ -127,8 +128,16 @@ def run(args: PipelineArgs) -> dict[str, object]:
         sets["external-dev"] = load_images(read_records(args.external), args.config.size)
     results = _evaluate(model, eval_task, threshold, sets, args.views)
     report = write_report(results, eval_task, threshold, args.out, {"views": list(args.views)})
-    variant, parity = export_model(model, as_model_input(val.images), y_val, args.out)
+    if args.ensemble:  # served member by member, so a network shared by both classifiers runs once
+        (args.out / "model.tflite").unlink(missing_ok=True)
+        members, parity = export_members(args.ensemble, model, as_model_input(val.images), y_val,
+                                         args.out)
+        variant = "float32"
+    else:
+        members = []
+        variant, parity = export_model(model, as_model_input(val.images), y_val, args.out)
     info = _card_info(args, task, threshold, rule, records, splits["train"], parity, variant)
+    info = replace(info, members=tuple(members))
     write_model_json(info, args.out)
     write_card(info, report, args.out, args.card_notes)
     return report
@@ -152,7 +161,11 @@ def _provenance(args: PipelineArgs, task: Task,
                 "each member's own (see members below)", {"members": list(args.ensemble)})
     origin = (f"fine-tuned from {Path(args.config.weights).name}" if args.config.weights
               else "trained from scratch")
-    return (args.config.arch, origin, describe(task_subset(train_set, task)[0]),
+    arch = args.config.arch
+    if args.config.centre_crop:
+        c = args.config.centre_crop
+        arch += f" seeing the central {c}×{c} pixels of its input (--centre-crop {c})"
+    return (arch, origin, describe(task_subset(train_set, task)[0]),
             asdict(args.config) | {"train_negatives": sorted(task.negative)})
 
 

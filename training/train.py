@@ -48,6 +48,7 @@ class TrainConfig:
     source_weights: tuple[tuple[str, float], ...] = ()
     lr_schedule: str = "cosine"
     flip_p: float = 0.0
+    centre_crop: int = 0
 
 
 def task_subset(data: ImageSet, task: Task) -> tuple[ImageSet, NDArray[np.float32]]:
@@ -184,7 +185,7 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p))
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
-                                  Path(cfg.weights) if cfg.weights else None)
+                                  Path(cfg.weights) if cfg.weights else None, cfg.centre_crop)
     scorer = keras.Model(model.input, model.output["score"])  # shares weights with ``model``
     best = BestByAuc(model, x_va, y_va, va.sources, out_dir / "model.keras", cfg.patience)
     started = time.time()
