@@ -97,3 +97,23 @@ def test_registry_rejects_bad_views(tmp_path: Path) -> None:
         (tmp_path / "model.json").write_text(json.dumps(meta | {"views": views}))
         with pytest.raises(ModelError):
             ModelSpec.load(tmp_path)
+
+
+def test_area_resize_fast_path_matches_a_direct_area_resize() -> None:
+    """Large images are first block-averaged by a whole factor (fast); the result stays a
+    faithful area resize, and images under twice the target take the direct path unchanged."""
+    import cv2
+
+    from inference.preprocess import area_resize
+
+    rng = np.random.default_rng(11)
+    small = rng.random((300, 280)).astype(np.float32)
+    direct = cv2.resize(small, (224, 224), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(area_resize(small, 224), direct)
+    y, x = np.mgrid[0:1802, 0:1790] / 1802.0
+    large = (np.sin(6 * x) + np.cos(5 * y)).astype(np.float32) + rng.normal(0, 0.05, x.shape).astype(
+        np.float32)
+    fast = area_resize(large, 224)
+    direct = cv2.resize(large, (224, 224), interpolation=cv2.INTER_AREA)
+    assert fast.shape == (224, 224) and fast.dtype == np.float32
+    assert float(np.abs(fast - direct).mean()) < 0.01 * float(direct.std())
