@@ -249,6 +249,7 @@ def test_ensemble_merges_members_and_inverts(tiny_models: Path, tmp_path: Path) 
     assert lite._runner.passes == 2
     card = (out / "card.md").read_text()
     assert "ensemble of 3 compact models" in card and '"inverted": true' in card
+    assert "served member by member" in card and "member-wise LiteRT score" in card
     assert json.loads((out / "model.json").read_text())["command"].startswith("cxr-gateway ensemble")
     assert (out / "report.json").is_file() and not (out / "training-curves.png").exists()
 

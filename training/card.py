@@ -56,6 +56,15 @@ def write_model_json(info: CardInfo, out_dir: Path) -> Path:
     return path
 
 
+def _shipped_text(info: CardInfo) -> str:
+    if not info.members:
+        return f"`model.tflite` ({info.tflite_variant})"
+    files = ", ".join(f"`{m['file']}`" + (" (inverted)" if m["inverted"] else "")
+                      for m in info.members)
+    return (f"{len(info.members)} {info.tflite_variant} TFLite files, one per member, served member by "
+            f"member (a network shared with the other classifier runs once): {files}")
+
+
 def _views_text(views: tuple[str, ...]) -> str:
     if tuple(views) == ("identity",):
         return "none (one pass on the image)"
@@ -75,8 +84,9 @@ def _sets_section(report: dict[str, object]) -> str:
 def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
                notes: str = "") -> Path:
     """Write ``card.md``: data, split, command, architecture, threshold, metrics, limitations."""
+    served = "member-wise LiteRT score" if info.members else "TFLite"
     parity = "\n".join(
-        f"- {p['variant']}: max |TFLite − Keras| {p['max_abs_diff']:.5f}, "
+        f"- {p['variant']}: max |{served} − Keras| {p['max_abs_diff']:.5f}, "
         f"AUC Keras {p['keras_auc']:.4f} vs TFLite {p['tflite_auc']:.4f} on {p['n']} val images"
         for p in info.parity
     )
@@ -88,7 +98,7 @@ def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
 |---|---|
 | task | {info.task}: positive `{info.positive_label}`, negative `{info.negative_label}` |
 | architecture | {info.architecture}, input {info.input_size}×{info.input_size}×1, {info.origin} |
-| shipped file | `model.tflite` ({info.tflite_variant}) |
+| shipped file | {_shipped_text(info)} |
 | operating threshold | {info.threshold:.4f} — {info.threshold_rule} |
 | test-time views | {_views_text(info.views)} |
 | data | `{info.data_root}` (labels.csv hash `{info.data_hash[:16]}…`) |
@@ -97,7 +107,8 @@ def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
 | command | `{info.command}` |
 
 Preprocessing (shared by training and serving, `inference/preprocess.py`): 6% margin crop,
-area resize, 0.5–99.5 percentile window, CLAHE.
+area resize (a large radiograph block-averaged by a whole factor first), 0.5–99.5 percentile
+window, CLAHE.
 
 ## Metrics
 
