@@ -339,3 +339,5 @@ def test_centre_crop_model_never_sees_the_border() -> None:
             check_centre_crop(224, bad)
     with pytest.raises(SystemExit, match="--centre-crop"):
         main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--centre-crop", "192"])
+    with pytest.raises(SystemExit, match="--zoom"):
+        main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--zoom", "0.7"])

@@ -43,6 +43,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--flip", type=float, default=0.0, metavar="P",
                    help="augmentation: mirror left-right with probability P (default 0)")
+    p.add_argument("--zoom", type=float, default=0.12, metavar="Z",
+                   help="augmentation: random scale in [1 - Z, 1 + Z] (default 0.12)")
     p.add_argument("--centre-crop", type=int, default=0, metavar="PX",
                    help="the model sees only the central PX x PX pixels of its input (e.g. 160 "
                         "of 224): film borders, collimation and text never reach it (default 0: off)")
@@ -105,6 +107,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_centre_crop(args.size, args.centre_crop)
     except ValueError as err:
         raise SystemExit(f"--centre-crop: {err}") from err
+    if not 0.0 <= args.zoom < 0.5:
+        raise SystemExit(f"--zoom: expected 0 <= Z < 0.5, got {args.zoom}")
 
     cfg = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -112,7 +116,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       patience=args.patience, seed=args.seed, balance=args.balance,
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
-                      lr_schedule=args.lr_schedule, flip_p=args.flip, centre_crop=args.centre_crop)
+                      lr_schedule=args.lr_schedule, flip_p=args.flip, centre_crop=args.centre_crop,
+                      zoom=args.zoom)
     return _run_pipeline(args, cfg, args.skip_training)
 
 

@@ -49,6 +49,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     flip_p: float = 0.0
     centre_crop: int = 0
+    zoom: float = AugmentConfig.zoom
 
 
 def task_subset(data: ImageSet, task: Task) -> tuple[ImageSet, NDArray[np.float32]]:
@@ -182,7 +183,8 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     if len(set(y_tr)) < 2 or len(set(y_va)) < 2:
         raise ValueError(f"task {task.name}: train and val need both classes")
     p = sampling_weights(y_tr, tr.sources, cfg.balance, dict(cfg.source_weights))
-    batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p))
+    batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p,
+                                                                   zoom=cfg.zoom))
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
                                   Path(cfg.weights) if cfg.weights else None, cfg.centre_crop)
