@@ -2,7 +2,9 @@
 
 ``InferenceEngine.predict_gray`` is the one call the worker, the ``predict``
 command and the REST API use: grayscale presentation-space image in,
-:class:`inference.results.Prediction` out.
+:class:`inference.results.Prediction` out. :class:`ModelRunner` runs every
+distinct member network of both classifiers once per image, so an ensemble
+member shared by the two (a TB model inside pneumonia vs TB) costs one pass.
 """
 
 from __future__ import annotations
