@@ -91,30 +91,29 @@ class ModelRunner:
 
     def __init__(self, specs: list[ModelSpec], num_threads: int = 2) -> None:
         self.specs = specs
-        plan: dict[str, tuple[Path, list[str]]] = {}
+        plan: dict[str, tuple[Path, int, list[str]]] = {}  # key -> file, input size, views
         self._keys: list[list[str]] = []
         for spec in specs:
             keys = []
             for member in spec.members:
                 key = _file_key(member.path, spec.input_size)
-                views = plan.setdefault(key, (member.path, []))[1]
+                views = plan.setdefault(key, (member.path, spec.input_size, []))[2]
                 views.extend(v for v in spec.views if v not in views)
                 keys.append(key)
             self._keys.append(keys)
-        self._nets = {k: TfliteNet(path, tuple(views), num_threads) for k, (path, views) in plan.items()}
+        self._nets = {k: (TfliteNet(path, tuple(views), num_threads), size)
+                      for k, (path, size, views) in plan.items()}
         log.info("LiteRT: %d classifiers, %d distinct networks, %d passes per image",
-                 len(specs), len(self._nets), sum(len(n.views) for n in self._nets.values()))
+                 len(specs), len(self._nets), self.passes)
 
     @property
     def passes(self) -> int:
         """Network passes per image (distinct networks times their views)."""
-        return sum(len(n.views) for n in self._nets.values())
+        return sum(len(net.views) for net, _ in self._nets.values())
 
     def run(self, units: dict[int, NDArray[np.float32]]) -> list[tuple[float, NDArray[np.float32]]]:
         """Score and map of every classifier, from its input-size preprocessed image in ``units``."""
-        sizes = {k: spec.input_size for spec, keys in zip(self.specs, self._keys, strict=True)
-                 for k in keys}
-        outputs = {k: net.run(units[sizes[k]]) for k, net in self._nets.items()}
+        outputs = {k: net.run(units[size]) for k, (net, size) in self._nets.items()}
         results = []
         for spec, keys in zip(self.specs, self._keys, strict=True):
             scores, cams = [], []

@@ -12,7 +12,7 @@ instead of the disease (see "Known traps" in the data README):
    there far more often than lung);
 2. resize to the model input with area interpolation (size-independent; a
    large image is first block-averaged by a whole factor, OpenCV's fast
-   integer path, about 4x faster on a 2048x2048 radiograph);
+   integer path; ``benchmarks/inference_speed.py`` prints the preprocessing time);
 3. percentile window (0.5 %–99.5 %) to [0, 1] (bit-depth and exposure
    independent; a 10-bit and a 16-bit image of the same content agree);
 4. CLAHE (contrast-limited adaptive histogram equalisation), which evens out

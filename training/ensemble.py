@@ -154,7 +154,7 @@ def export_members(described: tuple[dict[str, object], ...], merged: keras.Model
     lite = np.zeros(len(x_val), np.float64)
     for i, member in enumerate(described):
         src = Path(str(member["folder"]))
-        meta = json.loads((src / "model.json").read_text())
+        meta = Member(src).meta()
         name = f"{i}-{meta['name']}-{meta['version']}.tflite"
         if meta.get("tflite_variant") == "float32":
             shutil.copyfile(src / str(meta["file"]), folder / name)

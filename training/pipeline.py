@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -128,16 +128,16 @@ def run(args: PipelineArgs) -> dict[str, object]:
         sets["external-dev"] = load_images(read_records(args.external), args.config.size)
     results = _evaluate(model, eval_task, threshold, sets, args.views)
     report = write_report(results, eval_task, threshold, args.out, {"views": list(args.views)})
+    members: list[dict[str, object]] = []
     if args.ensemble:  # served member by member, so a network shared by both classifiers runs once
-        (args.out / "model.tflite").unlink(missing_ok=True)
+        (args.out / "model.tflite").unlink(missing_ok=True)  # left by an earlier run of --out
         members, parity = export_members(args.ensemble, model, as_model_input(val.images), y_val,
                                          args.out)
-        variant = "float32"
+        variant = "float32"  # export_members writes float32 members only
     else:
-        members = []
         variant, parity = export_model(model, as_model_input(val.images), y_val, args.out)
-    info = _card_info(args, task, threshold, rule, records, splits["train"], parity, variant)
-    info = replace(info, members=tuple(members))
+    info = _card_info(args, task, threshold, rule, records, splits["train"], parity, variant,
+                      tuple(members))
     write_model_json(info, args.out)
     write_card(info, report, args.out, args.card_notes)
     return report
@@ -170,7 +170,8 @@ def _provenance(args: PipelineArgs, task: Task,
 
 
 def _card_info(args: PipelineArgs, task: Task, threshold: float, rule: str, records: list[Record],
-               train_set: ImageSet, parity: list[ParityReport], variant: str) -> CardInfo:
+               train_set: ImageSet, parity: list[ParityReport], variant: str,
+               members: tuple[dict[str, object], ...] = ()) -> CardInfo:
     eval_task = TASKS[args.task]
     architecture, origin, counts, config = _provenance(args, task, train_set)
     return CardInfo(
@@ -184,7 +185,7 @@ def _card_info(args: PipelineArgs, task: Task, threshold: float, rule: str, reco
         command="cxr-gateway " + " ".join(shlex.quote(a) for a in args.argv
                                           if a != "--skip-training"),
         train_counts=counts, config=config, parity=[asdict(p) for p in parity],
-        tflite_variant=variant, views=args.views, origin=origin,
+        tflite_variant=variant, views=args.views, members=members, origin=origin,
     )
 
 
