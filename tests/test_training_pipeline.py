@@ -341,3 +341,44 @@ def test_centre_crop_model_never_sees_the_border() -> None:
         main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--centre-crop", "192"])
     with pytest.raises(SystemExit, match="--zoom"):
         main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--zoom", "0.7"])
+
+
+def test_save_epochs_then_ship_a_chosen_epoch(tmp_path: Path) -> None:
+    """--save-epochs keeps every epoch with its per-source val AUC; --use-epoch ships one of them."""
+    import keras
+
+    data = write_dataset(tmp_path / "data", per_class=12, corrupt=0)
+    out = tmp_path / "model"
+    base = ["train", "--task", "tb-vs-normal", "--data", str(data), "--out", str(out),
+            "--arch", "compact", "--size", "64", "--epochs", "3", "--steps-per-epoch", "2",
+            "--batch-size", "8", "--patience", "3", "--cache", ""]
+    assert main([*base, "--save-epochs"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3]
+    assert all("val_auc_synthetic-tb" in e for e in history["epochs"])
+    for epoch in (1, 2, 3):
+        assert (out / "epochs" / f"epoch-{epoch:02d}.keras").is_file()
+
+    assert main([*base, "--skip-training", "--use-epoch", "1"]) == 0
+    shipped = keras.saving.load_model(out / "model.keras")
+    first = keras.saving.load_model(out / "epochs" / "epoch-01.keras")
+    for a, b in zip(shipped.get_weights(), first.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    history = json.loads((out / "history.json").read_text())
+    assert history["best_epoch"] == 1 and history["chosen_by"] == "--use-epoch 1"
+    meta = json.loads((out / "model.json").read_text())
+    assert "--save-epochs" in meta["command"] and "--skip-training --use-epoch 1" in meta["command"]
+    assert "epoch 1 of 3" in (out / "card.md").read_text()
+
+
+def test_use_epoch_needs_a_saved_epoch(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", per_class=6, corrupt=0)
+    with pytest.raises(SystemExit, match="only with --skip-training"):
+        main(["train", "--task", "tb-vs-normal", "--data", str(data), "--out", str(tmp_path / "m"),
+              "--use-epoch", "2"])
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "history.json").write_text("{}")
+    with pytest.raises(ValueError, match="epoch-02.keras"):
+        main(["train", "--task", "tb-vs-normal", "--data", str(data), "--out", str(tmp_path / "m"),
+              "--arch", "compact", "--size", "64", "--cache", "", "--skip-training",
+              "--use-epoch", "2"])

@@ -56,9 +56,15 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--freeze-epochs", type=int, default=3,
                    help="with --weights: epochs with the backbone frozen before fine-tuning")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--save-epochs", action="store_true",
+                   help="keep every epoch's checkpoint (epochs/epoch-NN.keras in --out), for "
+                        "choosing an epoch afterwards with --use-epoch")
     p.add_argument("--skip-training", action="store_true",
                    help="reuse model.keras in --out from an earlier run: only threshold, "
                         "evaluation, export and card")
+    p.add_argument("--use-epoch", type=int, default=0, metavar="N",
+                   help="with --skip-training: ship epoch N of an earlier --save-epochs run in --out "
+                        "instead of the checkpoint validation chose")
     p.set_defaults(func=_cmd_train)
 
 
@@ -86,7 +92,7 @@ def _add_model_folder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _run_pipeline(args: argparse.Namespace, cfg: TrainConfig, skip_training: bool,
-                  ensemble: tuple[dict[str, object], ...] = ()) -> int:
+                  ensemble: tuple[dict[str, object], ...] = (), use_epoch: int = 0) -> int:
     """Threshold, evaluation, export and card (after training unless ``skip_training``)."""
     from training.pipeline import PipelineArgs, run
 
@@ -94,7 +100,7 @@ def _run_pipeline(args: argparse.Namespace, cfg: TrainConfig, skip_training: boo
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
                      Path(args.cache) if args.cache else None, cfg, notes, skip_training,
                      _parse_views(args.views), _parse_target(args.threshold_target),
-                     ensemble=ensemble, argv=tuple(args.argv)))
+                     ensemble=ensemble, argv=tuple(args.argv), use_epoch=use_epoch))
     print(f"model folder written: {args.out}")
     return 0
 
@@ -109,6 +115,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"--centre-crop: {err}") from err
     if not 0.0 <= args.zoom < 0.5:
         raise SystemExit(f"--zoom: expected 0 <= Z < 0.5, got {args.zoom}")
+    if args.use_epoch and not args.skip_training:
+        raise SystemExit("--use-epoch: only with --skip-training (after a --save-epochs run)")
 
     cfg = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -117,8 +125,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
                       lr_schedule=args.lr_schedule, flip_p=args.flip, centre_crop=args.centre_crop,
-                      zoom=args.zoom)
-    return _run_pipeline(args, cfg, args.skip_training)
+                      zoom=args.zoom, save_epochs=args.save_epochs)
+    return _run_pipeline(args, cfg, args.skip_training, use_epoch=args.use_epoch)
 
 
 def _parse_target(value: float | None) -> float | None:

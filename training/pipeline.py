@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from training.export import ParityReport, export_model
 from training.metrics import threshold_for_sensitivity, threshold_for_specificity
 from training.plots import plot_history
 from training.tasks import TASKS, Task, task_with_negatives
-from training.train import TrainConfig, task_subset, train
+from training.train import TrainConfig, epoch_checkpoint, task_subset, train
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class PipelineArgs:
     threshold_target: float | None = None  # replaces the rule's 0.95 (THRESHOLD_RULES)
     ensemble: tuple[dict[str, object], ...] = ()  # members of a merged model (training.ensemble)
     argv: tuple[str, ...] = ()  # the command line, recorded in the card and model.json
+    use_epoch: int = 0  # with skip_training: ship this epoch's checkpoint (--save-epochs run)
 
 
 def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
@@ -112,6 +114,8 @@ def run(args: PipelineArgs) -> dict[str, object]:
               for s in ("train", "val", "test")}
     log.info("data %s: train %s", args.data, describe(splits["train"]))
     if args.skip_training:
+        if args.use_epoch:
+            use_epoch(args.out, args.use_epoch)
         model, history = _load_trained(args.out)
     else:
         model, history = train(splits["train"], splits["val"], task, args.config, args.out)
@@ -143,6 +147,27 @@ def run(args: PipelineArgs) -> dict[str, object]:
     return report
 
 
+def use_epoch(out: Path, epoch: int) -> None:
+    """Make epoch ``epoch`` of a ``--save-epochs`` run in ``out`` its model (``--use-epoch``).
+
+    Copies ``epochs/epoch-NN.keras`` over ``model.keras`` and records the choice in
+    ``history.json`` (``best_epoch``, ``chosen_by``), so the card names the epoch shipped.
+    """
+    checkpoint = epoch_checkpoint(out, epoch)
+    history_path = out / "history.json"
+    if not checkpoint.is_file() or not history_path.is_file():
+        raise ValueError(f"--use-epoch {epoch}: {out} has no {checkpoint.relative_to(out)} and "
+                         "history.json of a --save-epochs run")
+    shutil.copyfile(checkpoint, out / "model.keras")
+    history = json.loads(history_path.read_text())
+    history.setdefault("selected_epoch_by_validation", history.get("best_epoch"))
+    history["best_epoch"] = epoch
+    history["chosen_by"] = f"--use-epoch {epoch}"
+    history_path.write_text(json.dumps(history, indent=2))
+    log.info("use epoch %d of %s (validation had chosen epoch %s)", epoch, out,
+             history["selected_epoch_by_validation"])
+
+
 def _load_trained(out: Path) -> tuple[keras.Model, list[dict[str, float]]]:
     """The model and history of an earlier run in ``out`` (``--skip-training``)."""
     if not (out / "model.keras").is_file() or not (out / "history.json").is_file():
@@ -161,6 +186,9 @@ def _provenance(args: PipelineArgs, task: Task,
                 "each member's own (see members below)", {"members": list(args.ensemble)})
     origin = (f"fine-tuned from {Path(args.config.weights).name}" if args.config.weights
               else "trained from scratch")
+    if args.use_epoch:
+        origin += (f"; the checkpoint of epoch {args.use_epoch} of {args.config.epochs} "
+                   f"(`--use-epoch {args.use_epoch}`), not the one validation chose")
     arch = args.config.arch
     if args.config.centre_crop:
         c = args.config.centre_crop
@@ -182,11 +210,29 @@ def _card_info(args: PipelineArgs, task: Task, threshold: float, rule: str, reco
         data_hash=dataset_hash(records),
         split="the data set's own train/val/test split (stratified by label and source when absent); "
               "trained on train, threshold on val, metrics on val/test and external-dev",
-        command="cxr-gateway " + " ".join(shlex.quote(a) for a in args.argv
-                                          if a != "--skip-training"),
+        command=_command(args),
         train_counts=counts, config=config, parity=[asdict(p) for p in parity],
         tflite_variant=variant, views=args.views, members=members, origin=origin,
     )
+
+
+def _command(args: PipelineArgs) -> str:
+    """The command that makes this folder: the training command line, and with ``--use-epoch``
+    the second step that ships the chosen epoch."""
+    argv, i = [], 0
+    while i < len(args.argv):
+        if args.argv[i] == "--use-epoch":
+            i += 2
+            continue
+        if args.argv[i] != "--skip-training" and not args.argv[i].startswith("--use-epoch="):
+            argv.append(args.argv[i])
+        i += 1
+    if args.use_epoch and "--save-epochs" not in argv:
+        argv.append("--save-epochs")
+    text = "cxr-gateway " + " ".join(shlex.quote(a) for a in argv)
+    if args.use_epoch:
+        text += f" && {text} --skip-training --use-epoch {args.use_epoch}"
+    return text
 
 
 def _log_to_file(path: Path) -> None:

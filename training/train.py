@@ -50,6 +50,7 @@ class TrainConfig:
     flip_p: float = 0.0
     centre_crop: int = 0
     zoom: float = AugmentConfig.zoom
+    save_epochs: bool = False  # keep every epoch's checkpoint in epochs/ (see EPOCHS_DIR)
 
 
 def task_subset(data: ImageSet, task: Task) -> tuple[ImageSet, NDArray[np.float32]]:
@@ -108,20 +109,39 @@ class BalancedBatches(keras.utils.PyDataset):
         return x, self.y[idx][:, np.newaxis]
 
 
+EPOCHS_DIR = "epochs"  # --save-epochs: one checkpoint per epoch, epoch-01.keras, ...
+
+
+def epoch_checkpoint(out_dir: Path, epoch: int) -> Path:
+    """Where ``--save-epochs`` keeps epoch ``epoch`` (1-based) of a run in ``out_dir``."""
+    return out_dir / EPOCHS_DIR / f"epoch-{epoch:02d}.keras"
+
+
+def source_aucs(y: NDArray[np.float32], scores: NDArray[np.float32],
+                sources: list[str]) -> dict[str, float]:
+    """ROC-AUC of each positive source against every negative image."""
+    src = np.asarray(sources)
+    negatives = y == 0
+    if not negatives.any():
+        return {}
+    aucs = {}
+    for name in sorted(set(src[y == 1])):
+        keep = negatives | ((y == 1) & (src == name))
+        aucs[str(name)] = float(roc_auc_score(y[keep], scores[keep]))
+    return aucs
+
+
 def worst_source_auc(y: NDArray[np.float32], scores: NDArray[np.float32], sources: list[str]) -> float:
     """Lowest ROC-AUC of one positive source against every negative image.
 
     The overall validation AUC is dominated by the largest source (scanned-film
     TB is easy to tell from normals by its capture alone); the worst source is
-    the better proxy for radiographs from a hospital the model never saw.
+    the better proxy for radiographs from a hospital the model never saw. In a
+    leave-one-source-out run (``--source-weights NAME=0``) the held-out source
+    is normally the worst, so the checkpoint is chosen on a capture never trained on.
     """
-    src = np.asarray(sources)
-    negatives = y == 0
-    aucs = []
-    for name in sorted(set(src[y == 1])):
-        keep = negatives | ((y == 1) & (src == name))
-        aucs.append(float(roc_auc_score(y[keep], scores[keep])))
-    return min(aucs) if aucs and negatives.any() else float("nan")
+    aucs = source_aucs(y, scores, sources)
+    return min(aucs.values()) if aucs else float("nan")
 
 
 class BestByAuc(keras.callbacks.Callback):
@@ -132,25 +152,32 @@ class BestByAuc(keras.callbacks.Callback):
     """
 
     def __init__(self, full: keras.Model, x_val: NDArray[np.float32], y_val: NDArray[np.float32],
-                 sources: list[str], path: Path, patience: int) -> None:
+                 sources: list[str], path: Path, patience: int, save_epochs: bool = False) -> None:
         super().__init__()
         self.full = full
         self.x_val, self.y_val, self.sources = x_val, y_val, sources
-        self.path, self.patience = path, patience
+        self.path, self.patience, self.save_epochs = path, patience, save_epochs
         self.best, self.best_epoch, self.history = -1.0, -1, []  # type: ignore[var-annotated]
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         scores = self.full.predict(self.x_val, batch_size=64, verbose=0)["score"][:, 0]
         both = len(set(self.y_val)) > 1
         auc = float(roc_auc_score(self.y_val, scores)) if both else float("nan")
-        worst = worst_source_auc(self.y_val, scores, self.sources) if both else float("nan")
+        per_source = source_aucs(self.y_val, scores, self.sources) if both else {}
+        worst = min(per_source.values()) if per_source else float("nan")
         spread = float(np.std(scores))
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         entry = {"epoch": epoch + 1, "val_auc": auc, "val_auc_worst_source": worst,
-                 "val_score_std": spread, "lr": lr, **(logs or {})}
+                 "val_score_std": spread, "lr": lr, **(logs or {}),
+                 **{f"val_auc_{name}": v for name, v in per_source.items()}}
         self.history.append({k: float(v) for k, v in entry.items()})
-        log.info("epoch %d: loss %.4f val_auc %.4f worst source %.4f (score spread %.3f, lr %.2g)",
-                 epoch + 1, (logs or {}).get("loss", math.nan), auc, worst, spread, lr)
+        log.info("epoch %d: loss %.4f val_auc %.4f worst source %.4f (%s; score spread %.3f, lr %.2g)",
+                 epoch + 1, (logs or {}).get("loss", math.nan), auc, worst,
+                 ", ".join(f"{n} {v:.4f}" for n, v in per_source.items()), spread, lr)
+        if self.save_epochs:
+            checkpoint = epoch_checkpoint(self.path.parent, epoch + 1)
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            self.full.save(checkpoint)
         if worst > self.best + 1e-4:
             self.best, self.best_epoch = worst, epoch + 1
             self.full.save(self.path)
@@ -189,7 +216,8 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
                                   Path(cfg.weights) if cfg.weights else None, cfg.centre_crop)
     scorer = keras.Model(model.input, model.output["score"])  # shares weights with ``model``
-    best = BestByAuc(model, x_va, y_va, va.sources, out_dir / "model.keras", cfg.patience)
+    best = BestByAuc(model, x_va, y_va, va.sources, out_dir / "model.keras", cfg.patience,
+                     cfg.save_epochs)
     started = time.time()
     if cfg.weights and cfg.freeze_epochs > 0:
         backbone.trainable = False
