@@ -382,3 +382,21 @@ def test_use_epoch_needs_a_saved_epoch(tmp_path: Path) -> None:
         main(["train", "--task", "tb-vs-normal", "--data", str(data), "--out", str(tmp_path / "m"),
               "--arch", "compact", "--size", "64", "--cache", "", "--skip-training",
               "--use-epoch", "2"])
+
+
+def test_epochs_command_scores_every_saved_epoch(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_dataset(tmp_path / "data", per_class=12, corrupt=0)
+    out = tmp_path / "run"
+    assert main(["train", "--task", "tb-vs-normal", "--data", str(data), "--out", str(out),
+                 "--arch", "compact", "--size", "64", "--epochs", "2", "--steps-per-epoch", "2",
+                 "--batch-size", "8", "--patience", "2", "--cache", "", "--save-epochs"]) == 0
+    assert main(["epochs", "--run", str(out), "--data", str(data), "--split", "test",
+                 "--views", "identity,flip", "--name", "held-out"]) == 0
+    table = json.loads((out / "epochs-held-out.json").read_text())
+    assert [r["epoch"] for r in table["epochs"]] == [1, 2]
+    assert table["views"] == ["identity", "flip"] and table["split"] == "test"
+    assert all(0.0 <= r["roc_auc"] <= 1.0 and "auc_synthetic-tb" in r for r in table["epochs"])
+    assert "| 2 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="save-epochs"):
+        main(["epochs", "--run", str(tmp_path), "--data", str(data)])

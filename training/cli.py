@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_export(sub)
     _register_train_polarity(sub)
     _register_ensemble(sub)
+    _register_epochs(sub)
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -251,3 +252,27 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 
 def _folders(text: str) -> list[str]:
     return [f.strip() for f in text.split(",") if f.strip()]
+
+
+def _register_epochs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("epochs",
+                       help="score every saved epoch of a train --save-epochs run on a labelled set "
+                            "(a held-out source or external-dev), to choose one for --use-epoch")
+    p.add_argument("--run", type=Path, required=True, help="output folder of a --save-epochs run")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="all", help="train, val, test or all (default)")
+    p.add_argument("--views", default="identity", help="test-time views averaged (as for train)")
+    p.add_argument("--name", help="name of the table (default: the data folder's name)")
+    p.set_defaults(func=_cmd_epochs)
+
+
+def _cmd_epochs(args: argparse.Namespace) -> int:
+    from training.epochs import sweep
+
+    name = args.name or args.data.resolve().name
+    try:
+        rows = sweep(args.run, args.data, args.split, _parse_views(args.views), name)
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
+    print((args.run / f"epochs-{name}.md").read_text())
+    return 0 if rows else 1

@@ -1,0 +1,74 @@
+"""``cxr-gateway epochs``: score every saved epoch of a ``--save-epochs`` run on a labelled set.
+
+A checkpoint chosen on the validation split shares every capture with
+training; how a run's epochs fare on radiographs of a source it never trained
+on (a leave-one-source-out run's held-out source, or external-dev, evaluation
+only) shows where it stops learning the disease and starts learning the
+capture. The table is written as ``epochs-<name>.json`` and ``.md`` in the run
+folder; ``train --skip-training --use-epoch N`` then ships the epoch chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from training.data import load_images, read_records
+from training.evaluate import as_model_input
+from training.metrics import specificity_at_sensitivity
+from training.pipeline import keras_scorer
+from training.tasks import TASKS
+from training.train import EPOCHS_DIR, source_aucs, task_subset
+
+log = logging.getLogger(__name__)
+
+
+def sweep(run: Path, data: Path, split: str, views: tuple[str, ...],
+          name: str) -> list[dict[str, float]]:
+    """ROC-AUC (overall, per positive source) and specificity at 0.90 sensitivity of each
+    saved epoch of ``run`` on ``data`` (``split`` or ``all``), with test-time ``views``."""
+    history_path = run / "history.json"
+    checkpoints = sorted((run / EPOCHS_DIR).glob("epoch-*.keras"))
+    if not history_path.is_file() or not checkpoints:
+        raise ValueError(f"epochs: {run} has no {EPOCHS_DIR}/epoch-NN.keras (train --save-epochs)")
+    history = json.loads(history_path.read_text())
+    task = TASKS[str(history["task"])]
+    size = int(history["config"]["size"])
+    records = read_records(data)
+    if split != "all":
+        records = [r for r in records if r.split == split]
+    subset, y = task_subset(load_images(records, size), task)
+    if len(set(y.tolist())) < 2:
+        raise ValueError(f"epochs: {data} ({split}) needs both classes of {task.name}")
+    x = as_model_input(subset.images)
+    rows = []
+    for path in checkpoints:
+        scores = keras_scorer(keras.saving.load_model(path), views)(x)
+        row = {"epoch": float(path.stem.split("-")[1]), "roc_auc": float(roc_auc_score(y, scores)),
+               "spec_at_sens_0.90": float(specificity_at_sensitivity(y, scores, 0.90)),
+               **{f"auc_{k}": v for k, v in source_aucs(y, scores, subset.sources).items()}}
+        log.info("epoch %d on %s: ROC-AUC %.4f", row["epoch"], name, row["roc_auc"])
+        rows.append(row)
+    _write(run, name, rows, {"data": str(data), "split": split, "views": list(views), "n": len(y),
+                             "selected_by_validation": history.get("selected_epoch_by_validation",
+                                                                   history.get("best_epoch"))})
+    return rows
+
+
+def _write(run: Path, name: str, rows: list[dict[str, float]], about: dict[str, object]) -> None:
+    views = [str(v) for v in about["views"]]  # type: ignore[attr-defined]
+    (run / f"epochs-{name}.json").write_text(json.dumps({**about, "epochs": rows}, indent=2))
+    keys = [k for k in rows[0] if k != "epoch"]
+    lines = [f"# Epochs of {run.name} on {name} ({about['data']}, {about['split']}, "
+             f"views {', '.join(views)}, n={about['n']})", "",
+             f"Validation chose epoch {about['selected_by_validation']}.", "",
+             "| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for row in rows:
+        lines.append(f"| {int(row['epoch'])} | " + " | ".join(
+            f"{row[k]:.4f}" if not np.isnan(row.get(k, np.nan)) else "–" for k in keys) + " |")
+    (run / f"epochs-{name}.md").write_text("\n".join(lines) + "\n")
