@@ -81,6 +81,21 @@ def test_threshold_rules_protect_the_worst_source() -> None:
     assert thr2 > 0.6 and np.all(s2[2:] < thr2)
 
 
+def test_threshold_rule_on_the_negatives_for_tb() -> None:
+    """--threshold-rule specificity: TB vs normal bounded by every normal source's specificity."""
+    from training.pipeline import choose_threshold
+
+    y = np.array([1, 1, 0, 0, 0, 0, 0, 0], dtype=np.float32)
+    s = np.array([0.9, 0.4, 0.1, 0.2, 0.3, 0.5, 0.05, 0.15], dtype=np.float32)
+    sources = ["tb", "tb", "a", "a", "a", "a", "b", "b"]
+    thr, rule = choose_threshold("tb-vs-normal", y, s, sources, target=0.75, kind="specificity")
+    assert np.mean(s[2:6] < thr) >= 0.75 and np.all(s[6:] < thr)  # source a sets it
+    assert not np.mean(s[2:6] < thr - 0.06) >= 0.75  # the lowest such threshold (scores step 0.1)
+    assert "specificity >= 0.75 on every negative source (a, b)" in rule
+    with pytest.raises(ValueError, match="sensitivity or specificity"):
+        choose_threshold("tb-vs-normal", y, s, sources, kind="accuracy")
+
+
 def test_metrics_table_is_valid_markdown() -> None:
     from training.evaluate import METRIC_COLUMNS, metrics_table
 

@@ -86,6 +86,10 @@ def _add_model_folder_options(p: argparse.ArgumentParser) -> None:
                    help="the threshold rule's target on every source of the protected class "
                         "(default 0.95: TB sensitivity for tb-vs-normal, TB specificity for "
                         "pneumonia-vs-tb)")
+    p.add_argument("--threshold-rule", choices=("sensitivity", "specificity"),
+                   help="what the threshold bounds on validation: sensitivity on every positive "
+                        "source or specificity on every negative source (default: the task's, "
+                        "sensitivity for tb-vs-normal, specificity for pneumonia-vs-tb)")
     p.add_argument("--card-notes", type=Path,
                    help="Markdown file appended to card.md (experiments, known limitations)")
     p.add_argument("--cache", default=".cache/data",
@@ -101,7 +105,8 @@ def _run_pipeline(args: argparse.Namespace, cfg: TrainConfig, skip_training: boo
     run(PipelineArgs(args.task, args.data, args.out, args.negatives, args.external, args.version,
                      Path(args.cache) if args.cache else None, cfg, notes, skip_training,
                      _parse_views(args.views), _parse_target(args.threshold_target),
-                     ensemble=ensemble, argv=tuple(args.argv), use_epoch=use_epoch))
+                     args.threshold_rule, ensemble=ensemble, argv=tuple(args.argv),
+                     use_epoch=use_epoch))
     print(f"model folder written: {args.out}")
     return 0
 

@@ -64,16 +64,22 @@ class PipelineArgs:
     skip_training: bool = False
     views: tuple[str, ...] = (IDENTITY_VIEW,)  # test-time views, averaged (threshold and metrics too)
     threshold_target: float | None = None  # replaces the rule's 0.95 (THRESHOLD_RULES)
+    threshold_rule: str | None = None  # "sensitivity" or "specificity": replaces the task's kind
     ensemble: tuple[dict[str, object], ...] = ()  # members of a merged model (training.ensemble)
     argv: tuple[str, ...] = ()  # the command line, recorded in the card and model.json
     use_epoch: int = 0  # with skip_training: ship this epoch's checkpoint (--save-epochs run)
 
 
 def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
-                     sources: list[str], target: float | None = None) -> tuple[float, str]:
+                     sources: list[str], target: float | None = None,
+                     kind: str | None = None) -> tuple[float, str]:
     """Operating threshold on validation scores by the task's documented rule (worst source);
-    ``target`` replaces the rule's sensitivity or specificity (``--threshold-target``)."""
-    kind, default = THRESHOLD_RULES[task]
+    ``target`` replaces the rule's sensitivity or specificity (``--threshold-target``) and
+    ``kind`` which of the two it bounds (``--threshold-rule``)."""
+    default_kind, default = THRESHOLD_RULES[task]
+    kind = kind or default_kind
+    if kind not in ("sensitivity", "specificity"):
+        raise ValueError(f"threshold rule: expected sensitivity or specificity, got {kind!r}")
     target = default if target is None else target
     src = np.asarray(sources)
     if kind == "sensitivity":
@@ -124,7 +130,8 @@ def run(args: PipelineArgs) -> dict[str, object]:
     eval_task = TASKS[args.task]
     val, y_val = task_subset(splits["val"], eval_task)
     val_scores = keras_scorer(model, args.views)(as_model_input(val.images))
-    threshold, rule = choose_threshold(args.task, y_val, val_scores, val.sources, args.threshold_target)
+    threshold, rule = choose_threshold(args.task, y_val, val_scores, val.sources, args.threshold_target,
+                                       args.threshold_rule)
     log.info("threshold %.4f (%s)", threshold, rule)
     sets = dict(splits)
     del sets["train"]
