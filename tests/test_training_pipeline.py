@@ -359,7 +359,8 @@ def test_save_epochs_then_ship_a_chosen_epoch(tmp_path: Path) -> None:
     for epoch in (1, 2, 3):
         assert (out / "epochs" / f"epoch-{epoch:02d}.keras").is_file()
 
-    assert main([*base, "--skip-training", "--use-epoch", "1"]) == 0
+    assert main([*base, "--skip-training", "--use-epoch", "1", "--threshold-rule", "specificity",
+                 "--threshold-target", "0.75"]) == 0
     shipped = keras.saving.load_model(out / "model.keras")
     first = keras.saving.load_model(out / "epochs" / "epoch-01.keras")
     for a, b in zip(shipped.get_weights(), first.get_weights(), strict=True):
@@ -368,6 +369,7 @@ def test_save_epochs_then_ship_a_chosen_epoch(tmp_path: Path) -> None:
     assert history["best_epoch"] == 1 and history["chosen_by"] == "--use-epoch 1"
     meta = json.loads((out / "model.json").read_text())
     assert "--save-epochs" in meta["command"] and "--skip-training --use-epoch 1" in meta["command"]
+    assert meta["threshold_rule"].startswith("lowest threshold with validation specificity >= 0.75")
     assert "epoch 1 of 3" in (out / "card.md").read_text()
 
 
