@@ -276,8 +276,8 @@ def _cmd_epochs(args: argparse.Namespace) -> int:
 
     name = args.name or args.data.resolve().name
     try:
-        rows = sweep(args.run, args.data, args.split, _parse_views(args.views), name)
+        sweep(args.run, args.data, args.split, _parse_views(args.views), name)
     except ValueError as err:
         raise SystemExit(str(err)) from err
     print((args.run / f"epochs-{name}.md").read_text())
-    return 0 if rows else 1
+    return 0

@@ -18,9 +18,10 @@ import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from training.data import load_images, read_records
+from training.data import load_images
 from training.evaluate import as_model_input
 from training.metrics import specificity_at_sensitivity
+from training.model_folder import records_for
 from training.pipeline import keras_scorer
 from training.tasks import TASKS
 from training.train import EPOCHS_DIR, source_aucs, task_subset
@@ -38,11 +39,8 @@ def sweep(run: Path, data: Path, split: str, views: tuple[str, ...],
         raise ValueError(f"epochs: {run} has no {EPOCHS_DIR}/epoch-NN.keras (train --save-epochs)")
     history = json.loads(history_path.read_text())
     task = TASKS[str(history["task"])]
-    size = int(history["config"]["size"])
-    records = read_records(data)
-    if split != "all":
-        records = [r for r in records if r.split == split]
-    subset, y = task_subset(load_images(records, size), task)
+    subset, y = task_subset(load_images(records_for(data, split), int(history["config"]["size"])),
+                            task)
     if len(set(y.tolist())) < 2:
         raise ValueError(f"epochs: {data} ({split}) needs both classes of {task.name}")
     x = as_model_input(subset.images)
@@ -50,25 +48,23 @@ def sweep(run: Path, data: Path, split: str, views: tuple[str, ...],
     for path in checkpoints:
         scores = keras_scorer(keras.saving.load_model(path), views)(x)
         row = {"epoch": float(path.stem.split("-")[1]), "roc_auc": float(roc_auc_score(y, scores)),
-               "spec_at_sens_0.90": float(specificity_at_sensitivity(y, scores, 0.90)),
+               "spec_at_sens_0.90": specificity_at_sensitivity(y, scores, 0.90),
                **{f"auc_{k}": v for k, v in source_aucs(y, scores, subset.sources).items()}}
         log.info("epoch %d on %s: ROC-AUC %.4f", row["epoch"], name, row["roc_auc"])
         rows.append(row)
-    _write(run, name, rows, {"data": str(data), "split": split, "views": list(views), "n": len(y),
-                             "selected_by_validation": history.get("selected_epoch_by_validation",
-                                                                   history.get("best_epoch"))})
+    selected = history.get("selected_epoch_by_validation", history.get("best_epoch"))
+    about = {"data": str(data), "split": split, "views": list(views), "n": len(y),
+             "selected_by_validation": selected}
+    (run / f"epochs-{name}.json").write_text(json.dumps({**about, "epochs": rows}, indent=2))
+    (run / f"epochs-{name}.md").write_text(
+        f"# Epochs of {run.name} on {name} ({data}, {split}, views {', '.join(views)}, "
+        f"n={len(y)})\n\nValidation chose epoch {selected}.\n\n{_table(rows)}")
     return rows
 
 
-def _write(run: Path, name: str, rows: list[dict[str, float]], about: dict[str, object]) -> None:
-    views = [str(v) for v in about["views"]]  # type: ignore[attr-defined]
-    (run / f"epochs-{name}.json").write_text(json.dumps({**about, "epochs": rows}, indent=2))
+def _table(rows: list[dict[str, float]]) -> str:
     keys = [k for k in rows[0] if k != "epoch"]
-    lines = [f"# Epochs of {run.name} on {name} ({about['data']}, {about['split']}, "
-             f"views {', '.join(views)}, n={about['n']})", "",
-             f"Validation chose epoch {about['selected_by_validation']}.", "",
-             "| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for row in rows:
-        lines.append(f"| {int(row['epoch'])} | " + " | ".join(
-            f"{row[k]:.4f}" if not np.isnan(row.get(k, np.nan)) else "–" for k in keys) + " |")
-    (run / f"epochs-{name}.md").write_text("\n".join(lines) + "\n")
+    lines = ["| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {int(row['epoch'])} | " + " | ".join(
+        "–" if np.isnan(row[k]) else f"{row[k]:.4f}" for k in keys) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

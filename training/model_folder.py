@@ -19,7 +19,8 @@ from training.tasks import TASKS
 from training.train import task_subset
 
 
-def _records_for(data: Path, split: str) -> list[Record]:
+def records_for(data: Path, split: str) -> list[Record]:
+    """The records of ``data`` in ``split`` (``all``: every record)."""
     records = read_records(data)
     return records if split == "all" else [r for r in records if r.split == split]
 
@@ -32,7 +33,7 @@ def evaluate_folder(model_dir: Path, data: Path, split: str, out: Path,
     if views is not None:
         spec = dataclasses.replace(spec, views=views)
     model = TfliteModel(spec)
-    images = load_images(_records_for(data, split), spec.input_size)
+    images = load_images(records_for(data, split), spec.input_size)
 
     def scorer(x: NDArray[np.float32]) -> NDArray[np.float32]:
         return np.array([model.run(img[..., 0])[0] for img in x], dtype=np.float32)
@@ -47,7 +48,7 @@ def export_folder(model_dir: Path, data: Path, try_int8: bool = True) -> str:
     """Re-export ``model_dir/model.keras`` to TFLite, checking parity on the val split."""
     meta = json.loads((model_dir / "model.json").read_text())
     model = keras.saving.load_model(model_dir / "model.keras")
-    val = load_images(_records_for(data, "val"), int(meta["input_size"]))
+    val = load_images(records_for(data, "val"), int(meta["input_size"]))
     subset, y = task_subset(val, TASKS[meta["task"]])
     variant, _ = export_model(model, as_model_input(subset.images), y, model_dir, try_int8)
     meta["tflite_variant"] = variant

@@ -226,14 +226,12 @@ def _card_info(args: PipelineArgs, task: Task, threshold: float, rule: str, reco
 def _command(args: PipelineArgs) -> str:
     """The command that makes this folder: the training command line, and with ``--use-epoch``
     the second step that ships the chosen epoch."""
-    argv, i = [], 0
-    while i < len(args.argv):
-        if args.argv[i] == "--use-epoch":
-            i += 2
-            continue
-        if args.argv[i] != "--skip-training" and not args.argv[i].startswith("--use-epoch="):
-            argv.append(args.argv[i])
-        i += 1
+    argv, given = [], iter(args.argv)
+    for arg in given:
+        if arg == "--use-epoch":
+            next(given, None)  # and its value
+        elif arg != "--skip-training" and not arg.startswith("--use-epoch="):
+            argv.append(arg)
     if args.use_epoch and "--save-epochs" not in argv:
         argv.append("--save-epochs")
     text = "cxr-gateway " + " ".join(shlex.quote(a) for a in argv)
