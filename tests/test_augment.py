@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.synthetic_cxr import phantom
-from training.augment import AugmentConfig, augment
+from training.augment import AugmentConfig, amplitude_mix, augment
 
 OFF = AugmentConfig(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0, gamma=0,
                     blur_p=0, noise_p=0, jpeg_p=0, flip_p=0)
@@ -33,3 +34,46 @@ def test_flip_mirrors_left_right() -> None:
     img = _img()
     out = augment(img, np.random.default_rng(0), AugmentConfig(**{**OFF.__dict__, "flip_p": 1.0}))
     np.testing.assert_allclose(out, img[:, ::-1] / 255.0, atol=1e-6)
+
+
+def _smooth_pair() -> tuple[np.ndarray, np.ndarray]:
+    """Two images whose global tone differs (one with a dark-to-bright gradient, one bright)."""
+    img = _img().astype(np.float32) / 255.0
+    ramp = np.linspace(0.2, 0.8, img.shape[0], dtype=np.float32)[:, np.newaxis]
+    other = phantom(np.random.default_rng(2), "normal", img.shape[0]).astype(np.float32) / 255.0
+    style = np.clip(0.3 * other + 0.55, 0.0, 1.0)  # another radiograph, brighter and flatter
+    return np.clip(0.5 * img + 0.5 * ramp, 0.0, 1.0), style
+
+
+def test_amplitude_mix_keeps_the_image_at_zero_weight_and_takes_the_style_tone() -> None:
+    x, style = _smooth_pair()
+    np.testing.assert_allclose(amplitude_mix(x, style, 0.0, 0.1), x, atol=1e-5)
+    mixed = amplitude_mix(x, style, 1.0, 0.1)
+    assert mixed.shape == x.shape and mixed.dtype == np.float32
+    assert 0.0 <= mixed.min() and mixed.max() <= 1.0
+    # the mean (zero frequency) moves to the style's; the structure (phase) stays the image's
+    target = float(style.mean())
+    assert abs(float(mixed.mean()) - target) < 0.25 * abs(float(x.mean()) - target)
+    assert np.corrcoef(mixed.ravel(), x.ravel())[0, 1] > np.corrcoef(mixed.ravel(), style.ravel())[0, 1]
+
+
+def test_amplitude_mix_leaves_high_frequencies_alone() -> None:
+    x, style = _smooth_pair()
+    mixed = amplitude_mix(x, style, 1.0, 0.05)
+    high = np.abs(np.fft.fftshift(np.fft.fft2(mixed)))[:4, :]  # far from the centred low-frequency box
+    np.testing.assert_allclose(high, np.abs(np.fft.fftshift(np.fft.fft2(x)))[:4, :], rtol=1e-3, atol=1e-3)
+
+
+def test_amplitude_mix_refuses_images_of_different_shapes() -> None:
+    with pytest.raises(ValueError, match="shapes differ"):
+        amplitude_mix(np.zeros((8, 8), np.float32), np.zeros((8, 9), np.float32), 0.5, 0.1)
+
+
+def test_fourier_mix_only_with_a_style_image_and_reproducible() -> None:
+    img = _img()
+    style = np.full_like(img, 200)
+    cfg = AugmentConfig(**{**OFF.__dict__, "fourier_p": 1.0})
+    np.testing.assert_allclose(augment(img, np.random.default_rng(0), cfg), img / 255.0, atol=1e-6)
+    a = augment(img, np.random.default_rng(3), cfg, style)
+    np.testing.assert_array_equal(a, augment(img, np.random.default_rng(3), cfg, style))
+    assert not np.allclose(a, img / 255.0, atol=1e-3)

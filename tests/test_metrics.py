@@ -63,6 +63,27 @@ def test_sampling_weights_balance_sources_and_classes() -> None:
     assert sampling_weights(y, sources, "none").sum() == pytest.approx(1.0)
 
 
+def test_fourier_batches_draw_style_images_from_the_training_set() -> None:
+    from training.augment import AugmentConfig
+    from training.train import BalancedBatches, TrainConfig
+
+    # class 1 is flat dark, class 0 flat bright: with every image restyled the tone of a
+    # batch image no longer follows its label
+    images = np.concatenate([np.full((4, 16, 16), 40, np.uint8), np.full((4, 16, 16), 220, np.uint8)])
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=np.float32)
+    p = np.full(8, 1 / 8)
+    cfg = TrainConfig(steps_per_epoch=1, batch_size=64, seed=3)
+    off = AugmentConfig(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0, gamma=0,
+                        blur_p=0, noise_p=0, jpeg_p=0)
+    x, t = BalancedBatches(images, y, p, cfg, off)[0]
+    assert set(np.round(x.mean(axis=(1, 2, 3)) * 255).astype(int)) == {40, 220}
+    x, t = BalancedBatches(images, y, p, cfg, AugmentConfig(**{**off.__dict__, "fourier_p": 1.0}))[0]
+    means = x.mean(axis=(1, 2, 3))
+    assert len(np.unique(np.round(means, 3))) > 2  # blended tones, not just the two originals
+    dark = t[:, 0] == 1
+    assert means[dark].max() > means[~dark].min()  # some TB images now brighter than some normals
+
+
 def test_threshold_rules_protect_the_worst_source() -> None:
     from training.pipeline import choose_threshold
 

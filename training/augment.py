@@ -4,8 +4,13 @@ Geometric: rotation, shift, zoom (one affine warp), and optionally a left-right
 mirror. Photometric, chosen to
 blur the capture differences between film photographs and digital
 radiographs: brightness/contrast, gamma, Gaussian blur, noise and JPEG
-re-compression. Each step is drawn from a seeded generator, so a run is
-reproducible.
+re-compression. Style transfer in the Fourier domain (``fourier_p``): the
+low-frequency amplitude spectrum of the image (global contrast, brightness
+gradients, film tone: the capture) is blended with that of another training
+image drawn regardless of its label, while the phase (the anatomy and any
+lesion) is kept, so that capture no longer tells one class from the other
+(Yang and Soatto, FDA, CVPR 2020; Xu et al., CVPR 2021). Each step is drawn
+from a seeded generator, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class AugmentConfig:
     noise_p: float = 0.3
     jpeg_p: float = 0.3
     flip_p: float = 0.0  # left-right mirror (anatomy is not symmetric: off unless asked for)
+    fourier_p: float = 0.0  # amplitude-spectrum style mix with another image (off unless asked for)
+    fourier_beta: float = 0.02  # half-width of the mixed low-frequency square, fraction of the side
 
 
 def _affine(img: NDArray[np.uint8], rng: np.random.Generator, cfg: AugmentConfig) -> NDArray[np.uint8]:
@@ -66,12 +73,42 @@ def _jpeg(x: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float3
     return decoded.astype(np.float32) / np.float32(255.0)
 
 
+def amplitude_mix(x: NDArray[np.float32], style: NDArray[np.float32], lam: float,
+                  beta: float) -> NDArray[np.float32]:
+    """``x`` with the low frequencies of its amplitude spectrum blended towards ``style``'s.
+
+    Inside the centred square of half-width ``beta`` × side the amplitude becomes
+    ``(1 - lam) * |F(x)| + lam * |F(style)|``; the phase of ``x`` is kept
+    everywhere. ``lam = 0`` returns ``x`` (to rounding); the square is symmetric
+    about the zero frequency, so the result stays real.
+    """
+    if x.shape != style.shape:
+        raise ValueError(f"amplitude_mix: shapes differ, {x.shape} and {style.shape}")
+    spec = np.fft.fftshift(np.fft.fft2(x))
+    amp, phase = np.abs(spec), np.angle(spec)
+    amp_style = np.abs(np.fft.fftshift(np.fft.fft2(style)))
+    h, w = x.shape
+    b = max(1, int(beta * min(h, w)))
+    box = (slice(h // 2 - b, h // 2 + b + 1), slice(w // 2 - b, w // 2 + b + 1))
+    amp[box] = (1.0 - lam) * amp[box] + lam * amp_style[box]
+    mixed = np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * phase))).real
+    return np.clip(mixed, 0.0, 1.0).astype(np.float32)
+
+
 def augment(img: NDArray[np.uint8], rng: np.random.Generator,
-            cfg: AugmentConfig = AugmentConfig()) -> NDArray[np.float32]:
-    """Return one augmented copy of ``img`` as float32 in [0, 1]."""
+            cfg: AugmentConfig = AugmentConfig(),
+            style: NDArray[np.uint8] | None = None) -> NDArray[np.float32]:
+    """Return one augmented copy of ``img`` as float32 in [0, 1].
+
+    ``style``: another training image whose capture is mixed in with probability
+    ``cfg.fourier_p`` (:func:`amplitude_mix`, a blend weight drawn from U(0, 1)).
+    """
     if rng.random() < cfg.flip_p:
         img = img[:, ::-1]
     x = _affine(np.ascontiguousarray(img), rng, cfg).astype(np.float32) / 255.0
+    if style is not None and rng.random() < cfg.fourier_p:
+        x = amplitude_mix(x, style.astype(np.float32) / 255.0, float(rng.uniform(0.0, 1.0)),
+                          cfg.fourier_beta)
     x = _photometric(x, rng, cfg)
     if rng.random() < cfg.jpeg_p:
         x = _jpeg(x, rng)

@@ -46,6 +46,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="augmentation: mirror left-right with probability P (default 0)")
     p.add_argument("--zoom", type=float, default=0.12, metavar="Z",
                    help="augmentation: random scale in [1 - Z, 1 + Z] (default 0.12)")
+    p.add_argument("--fourier", type=float, default=0.0, metavar="P",
+                   help="augmentation: with probability P blend the low-frequency amplitude "
+                        "spectrum (the capture style) with that of another training image of "
+                        "any class, keeping the phase (default 0: off)")
     p.add_argument("--centre-crop", type=int, default=0, metavar="PX",
                    help="the model sees only the central PX x PX pixels of its input (e.g. 160 "
                         "of 224): film borders, collimation and text never reach it (default 0: off)")
@@ -121,6 +125,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"--centre-crop: {err}") from err
     if not 0.0 <= args.zoom < 0.5:
         raise SystemExit(f"--zoom: expected 0 <= Z < 0.5, got {args.zoom}")
+    if not 0.0 <= args.fourier <= 1.0:
+        raise SystemExit(f"--fourier: expected a probability 0 <= P <= 1, got {args.fourier}")
     if args.use_epoch and not args.skip_training:
         raise SystemExit("--use-epoch: only with --skip-training (after a --save-epochs run)")
 
@@ -131,7 +137,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
                       lr_schedule=args.lr_schedule, flip_p=args.flip, centre_crop=args.centre_crop,
-                      zoom=args.zoom, save_epochs=args.save_epochs)
+                      zoom=args.zoom, fourier_p=args.fourier, save_epochs=args.save_epochs)
     return _run_pipeline(args, cfg, args.skip_training, use_epoch=args.use_epoch)
 
 

@@ -50,6 +50,7 @@ class TrainConfig:
     flip_p: float = 0.0
     centre_crop: int = 0
     zoom: float = AugmentConfig.zoom
+    fourier_p: float = 0.0
     save_epochs: bool = False  # keep every epoch's checkpoint in epochs/ (see EPOCHS_DIR)
 
 
@@ -105,7 +106,12 @@ class BalancedBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         idx = self.rng.choice(len(self.y), size=self.cfg.batch_size, p=self.p)
-        x = np.stack([augment(self.images[i], self.rng, self.aug) for i in idx])[..., np.newaxis]
+        styles: list[int | None] = [None] * len(idx)
+        if self.aug.fourier_p > 0:  # style images drawn like the batch, independently of its labels
+            styles = list(self.rng.choice(len(self.y), size=len(idx), p=self.p))
+        x = np.stack([augment(self.images[i], self.rng, self.aug,
+                              None if s is None else self.images[s])
+                      for i, s in zip(idx, styles, strict=True)])[..., np.newaxis]
         return x, self.y[idx][:, np.newaxis]
 
 
@@ -211,7 +217,8 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
         raise ValueError(f"task {task.name}: train and val need both classes")
     p = sampling_weights(y_tr, tr.sources, cfg.balance, dict(cfg.source_weights))
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p,
-                                                                   zoom=cfg.zoom))
+                                                                   zoom=cfg.zoom,
+                                                                   fourier_p=cfg.fourier_p))
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
                                   Path(cfg.weights) if cfg.weights else None, cfg.centre_crop)
