@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.synthetic_cxr import phantom
-from training.augment import AugmentConfig, amplitude_mix, augment
+from training.augment import AugmentConfig, amplitude_mix, augment, random_texture
 
 OFF = AugmentConfig(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0, gamma=0,
                     blur_p=0, noise_p=0, jpeg_p=0, flip_p=0)
@@ -76,4 +76,24 @@ def test_fourier_mix_only_with_a_style_image_and_reproducible() -> None:
     np.testing.assert_allclose(augment(img, np.random.default_rng(0), cfg), img / 255.0, atol=1e-6)
     a = augment(img, np.random.default_rng(3), cfg, style)
     np.testing.assert_array_equal(a, augment(img, np.random.default_rng(3), cfg, style))
+    assert not np.allclose(a, img / 255.0, atol=1e-3)
+
+
+def test_random_texture_keeps_flat_regions_and_mean_and_is_bounded() -> None:
+    flat = np.full((32, 32), 0.4, np.float32)
+    np.testing.assert_array_equal(random_texture(flat, np.random.default_rng(0), 0.5), flat)
+    x = _img().astype(np.float32) / 255.0
+    out = random_texture(x, np.random.default_rng(1), 0.5)
+    assert out.shape == x.shape and out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
+    assert not np.allclose(out, x, atol=1e-3)
+    assert abs(float(out.mean()) - float(x.mean())) < 0.02  # zero-sum filter: tone kept
+    assert np.corrcoef(out.ravel(), x.ravel())[0, 1] > 0.8  # shapes kept
+    np.testing.assert_allclose(random_texture(x, np.random.default_rng(1), 0.0), x, atol=1e-6)
+
+
+def test_texture_switch() -> None:
+    img = _img()
+    on = AugmentConfig(**{**OFF.__dict__, "texture_p": 1.0})
+    a = augment(img, np.random.default_rng(4), on)
+    np.testing.assert_array_equal(a, augment(img, np.random.default_rng(4), on))
     assert not np.allclose(a, img / 255.0, atol=1e-3)

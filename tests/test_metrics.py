@@ -84,6 +84,20 @@ def test_fourier_batches_draw_style_images_from_the_training_set() -> None:
     assert means[dark].max() > means[~dark].min()  # some TB images now brighter than some normals
 
 
+def test_mixup_blends_images_and_labels_alike() -> None:
+    from training.augment import AugmentConfig
+    from training.train import BalancedBatches, TrainConfig
+
+    images = np.concatenate([np.full((4, 8, 8), 0, np.uint8), np.full((4, 8, 8), 255, np.uint8)])
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=np.float32)  # label 1 <=> black image
+    off = AugmentConfig(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0, gamma=0,
+                        blur_p=0, noise_p=0, jpeg_p=0)
+    cfg = TrainConfig(steps_per_epoch=1, batch_size=64, seed=5, mixup=0.4)
+    x, t = BalancedBatches(images, y, np.full(8, 1 / 8), cfg, off)[0]
+    np.testing.assert_allclose(1.0 - x.mean(axis=(1, 2, 3)), t[:, 0], atol=1e-5)
+    assert ((t > 0.05) & (t < 0.95)).mean() > 0.2  # soft labels, not only 0 and 1
+
+
 def test_threshold_rules_protect_the_worst_source() -> None:
     from training.pipeline import choose_threshold
 

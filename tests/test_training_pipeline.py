@@ -343,6 +343,10 @@ def test_centre_crop_model_never_sees_the_border() -> None:
         main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--zoom", "0.7"])
     with pytest.raises(SystemExit, match="--fourier"):
         main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--fourier", "1.5"])
+    with pytest.raises(SystemExit, match="--texture"):
+        main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--texture", "-1"])
+    with pytest.raises(SystemExit, match="--mixup"):
+        main(["train", "--task", "tb-vs-normal", "--data", ".", "--out", "x", "--mixup", "-0.2"])
 
 
 def test_save_epochs_then_ship_a_chosen_epoch(tmp_path: Path) -> None:

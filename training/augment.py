@@ -9,7 +9,11 @@ low-frequency amplitude spectrum of the image (global contrast, brightness
 gradients, film tone: the capture) is blended with that of another training
 image drawn regardless of its label, while the phase (the anatomy and any
 lesion) is kept, so that capture no longer tells one class from the other
-(Yang and Soatto, FDA, CVPR 2020; Xu et al., CVPR 2021). Each step is drawn
+(Yang and Soatto, FDA, CVPR 2020; Xu et al., CVPR 2021). Random texture
+(``texture_p``): a random zero-mean 3×3 to 7×7 filter response is added to the
+image, so that grain, sharpness and edge emphasis (film against digital
+detector) vary at random while shapes stay (after RandConv, Xu et al., ICLR
+2021). Each step is drawn
 from a seeded generator, so a run is reproducible.
 """
 
@@ -38,6 +42,8 @@ class AugmentConfig:
     flip_p: float = 0.0  # left-right mirror (anatomy is not symmetric: off unless asked for)
     fourier_p: float = 0.0  # amplitude-spectrum style mix with another image (off unless asked for)
     fourier_beta: float = 0.02  # half-width of the mixed low-frequency square, fraction of the side
+    texture_p: float = 0.0  # random local filter added (off unless asked for)
+    texture_strength: float = 0.5  # largest weight of the filter response, relative to the image's spread
 
 
 def _affine(img: NDArray[np.uint8], rng: np.random.Generator, cfg: AugmentConfig) -> NDArray[np.uint8]:
@@ -95,6 +101,26 @@ def amplitude_mix(x: NDArray[np.float32], style: NDArray[np.float32], lam: float
     return np.clip(mixed, 0.0, 1.0).astype(np.float32)
 
 
+def random_texture(x: NDArray[np.float32], rng: np.random.Generator,
+                   strength: float) -> NDArray[np.float32]:
+    """``x`` plus a random filter's response: random grain, sharpness and edge emphasis.
+
+    The filter (3, 5 or 7 pixels square, Gaussian weights) has zero sum, so flat
+    regions and the mean grey stay; its response is scaled to the image's
+    standard deviation and added with a weight drawn from ±``strength``.
+    """
+    k = int(rng.choice([3, 5, 7]))
+    kernel = rng.normal(0.0, 1.0, (k, k)).astype(np.float32)
+    kernel -= kernel.mean()
+    response = np.asarray(cv2.filter2D(x, -1, kernel, borderType=cv2.BORDER_REFLECT_101),
+                          dtype=np.float32)
+    spread = float(response.std())
+    if spread < 1e-6:
+        return x
+    weight = rng.uniform(-strength, strength) * float(x.std()) / spread
+    return np.clip(x + np.float32(weight) * response, 0.0, 1.0).astype(np.float32)
+
+
 def augment(img: NDArray[np.uint8], rng: np.random.Generator,
             cfg: AugmentConfig = AugmentConfig(),
             style: NDArray[np.uint8] | None = None) -> NDArray[np.float32]:
@@ -109,6 +135,8 @@ def augment(img: NDArray[np.uint8], rng: np.random.Generator,
     if style is not None and rng.random() < cfg.fourier_p:
         x = amplitude_mix(x, style.astype(np.float32) / 255.0, float(rng.uniform(0.0, 1.0)),
                           cfg.fourier_beta)
+    if rng.random() < cfg.texture_p:
+        x = random_texture(x, rng, cfg.texture_strength)
     x = _photometric(x, rng, cfg)
     if rng.random() < cfg.jpeg_p:
         x = _jpeg(x, rng)

@@ -50,6 +50,12 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="augmentation: with probability P blend the low-frequency amplitude "
                         "spectrum (the capture style) with that of another training image of "
                         "any class, keeping the phase (default 0: off)")
+    p.add_argument("--texture", type=float, default=0.0, metavar="P",
+                   help="augmentation: with probability P add a random 3-7 px filter's response "
+                        "(random grain, sharpness, edge emphasis; default 0: off)")
+    p.add_argument("--mixup", type=float, default=0.0, metavar="A",
+                   help="mixup: blend each training image and its label with another of the batch, "
+                        "weight from Beta(A, A) (e.g. 0.2; default 0: off)")
     p.add_argument("--centre-crop", type=int, default=0, metavar="PX",
                    help="the model sees only the central PX x PX pixels of its input (e.g. 160 "
                         "of 224): film borders, collimation and text never reach it (default 0: off)")
@@ -127,6 +133,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"--zoom: expected 0 <= Z < 0.5, got {args.zoom}")
     if not 0.0 <= args.fourier <= 1.0:
         raise SystemExit(f"--fourier: expected a probability 0 <= P <= 1, got {args.fourier}")
+    if not 0.0 <= args.texture <= 1.0:
+        raise SystemExit(f"--texture: expected a probability 0 <= P <= 1, got {args.texture}")
+    if args.mixup < 0:
+        raise SystemExit(f"--mixup: expected A >= 0, got {args.mixup}")
     if args.use_epoch and not args.skip_training:
         raise SystemExit("--use-epoch: only with --skip-training (after a --save-epochs run)")
 
@@ -137,7 +147,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
                       lr_schedule=args.lr_schedule, flip_p=args.flip, centre_crop=args.centre_crop,
-                      zoom=args.zoom, fourier_p=args.fourier, save_epochs=args.save_epochs)
+                      zoom=args.zoom, fourier_p=args.fourier, texture_p=args.texture,
+                      mixup=args.mixup, save_epochs=args.save_epochs)
     return _run_pipeline(args, cfg, args.skip_training, use_epoch=args.use_epoch)
 
 

@@ -51,6 +51,8 @@ class TrainConfig:
     centre_crop: int = 0
     zoom: float = AugmentConfig.zoom
     fourier_p: float = 0.0
+    texture_p: float = 0.0
+    mixup: float = 0.0  # Beta(a, a) of mixup between images of a batch; 0: off
     save_epochs: bool = False  # keep every epoch's checkpoint in epochs/ (see EPOCHS_DIR)
 
 
@@ -112,7 +114,13 @@ class BalancedBatches(keras.utils.PyDataset):
         x = np.stack([augment(self.images[i], self.rng, self.aug,
                               None if s is None else self.images[s])
                       for i, s in zip(idx, styles, strict=True)])[..., np.newaxis]
-        return x, self.y[idx][:, np.newaxis]
+        y = self.y[idx][:, np.newaxis]
+        if self.cfg.mixup > 0:  # each image blended with another of the batch, labels alike
+            lam = self.rng.beta(self.cfg.mixup, self.cfg.mixup, (len(idx), 1)).astype(np.float32)
+            other = self.rng.permutation(len(idx))
+            x = lam[:, :, np.newaxis, np.newaxis] * x + (1 - lam[:, :, np.newaxis, np.newaxis]) * x[other]
+            y = lam * y + (1 - lam) * y[other]
+        return x, y
 
 
 EPOCHS_DIR = "epochs"  # --save-epochs: one checkpoint per epoch, epoch-01.keras, ...
@@ -218,7 +226,8 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     p = sampling_weights(y_tr, tr.sources, cfg.balance, dict(cfg.source_weights))
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p,
                                                                    zoom=cfg.zoom,
-                                                                   fourier_p=cfg.fourier_p))
+                                                                   fourier_p=cfg.fourier_p,
+                                                                   texture_p=cfg.texture_p))
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
                                   Path(cfg.weights) if cfg.weights else None, cfg.centre_crop)
