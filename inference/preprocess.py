@@ -8,14 +8,18 @@ calls the same function on the grayscale image that
 The steps remove capture differences that a classifier could otherwise learn
 instead of the disease (see "Known traps" in the data README):
 
-1. crop a fixed margin (film borders, collimator edges, burned-in text sit
+1. trim uniform padding: rows and columns at the edges that are one flat
+   grey (black or white bars, the canvas a radiograph was pasted or scanned
+   onto) are cut away, so that a padded image of a normal chest does not look
+   like a framed film (the scanned TB films of the training data);
+2. crop a fixed margin (film borders, collimator edges, burned-in text sit
    there far more often than lung);
-2. resize to the model input with area interpolation (size-independent; a
+3. resize to the model input with area interpolation (size-independent; a
    large image is first block-averaged by a whole factor, OpenCV's fast
    integer path; ``benchmarks/inference_speed.py`` prints the preprocessing time);
-3. percentile window (0.5 %–99.5 %) to [0, 1] (bit-depth and exposure
+4. percentile window (0.5 %–99.5 %) to [0, 1] (bit-depth and exposure
    independent; a 10-bit and a 16-bit image of the same content agree);
-4. CLAHE (contrast-limited adaptive histogram equalisation), which evens out
+5. CLAHE (contrast-limited adaptive histogram equalisation), which evens out
    the global contrast of film photographs and digital radiographs.
 """
 
@@ -27,6 +31,9 @@ from numpy.typing import NDArray
 
 DEFAULT_INPUT_SIZE = 224
 CROP_MARGIN = 0.06
+PAD_TOLERANCE = 0.02  # a padding row/column varies by less than 2 % of the image's grey range
+PAD_LIMIT = 0.25  # at most a quarter of the height (width) is trimmed from each side
+PAD_PROBE = 256  # padding is looked for on a subsample of about this many pixels a side
 FAST_RESIZE_HEADROOM = 3  # block-average a large image down to >= 3x the model input first
 WINDOW_PERCENTILES = (0.5, 99.5)
 CLAHE_CLIP_LIMIT = 2.0
@@ -35,6 +42,49 @@ CLAHE_TILES = 8
 
 class PreprocessError(ValueError):
     """The image cannot be turned into a model input (empty, flat, wrong shape)."""
+
+
+def _flat_run(flat: NDArray[np.bool_], limit: int) -> int:
+    """How many leading entries of ``flat`` are True, at most ``limit``."""
+    if limit <= 0 or flat.all():
+        return 0  # nothing but flat lines: leave the image alone (percentile_window refuses it)
+    return min(int(np.argmin(flat)), limit)
+
+
+def trim_padding(gray: NDArray[np.float32], tolerance: float = PAD_TOLERANCE,
+                 limit: float = PAD_LIMIT) -> NDArray[np.float32]:
+    """Cut the uniform rows and columns off each edge of ``gray`` (padding, a flat canvas).
+
+    A row (column) is padding when its standard deviation is below ``tolerance``
+    of the image's 0.5–99.5 percentile range, so the rule is bit-depth
+    independent; at most ``limit`` of each side goes. Rows and columns are
+    trimmed in turns (a white bar below and black bars beside it: the rows of the
+    bar are flat only once the black columns are gone). Measured on a subsample
+    (every ``k``-th pixel, ``k = min side // PAD_PROBE``), so a 3000-pixel image
+    costs about as much as a 256-pixel one; the cut never enters the content and
+    leaves at most ``k - 1`` pixels of padding per side.
+    """
+    h, w = gray.shape
+    k = max(1, min(h, w) // PAD_PROBE)
+    probe = gray[::k, ::k]
+    low, high = np.percentile(probe[::2, ::2], WINDOW_PERCENTILES)  # the grey range, roughly
+    if high - low <= 0:
+        return gray
+    tol = tolerance * float(high - low)
+    ph, pw = probe.shape
+    top, bottom, left, right = 0, ph, 0, pw
+    for _ in range(3):
+        box = probe[top:bottom, left:right]
+        rows, cols = box.std(axis=1) < tol, box.std(axis=0) < tol
+        cut = (_flat_run(rows, int(ph * limit) - top), _flat_run(rows[::-1], int(ph * limit) - (ph - bottom)),
+               _flat_run(cols, int(pw * limit) - left), _flat_run(cols[::-1], int(pw * limit) - (pw - right)))
+        if not any(cut):
+            break
+        top, bottom, left, right = top + cut[0], bottom - cut[1], left + cut[2], right - cut[3]
+    # probe row i is pixel row i * k: the content starts after the last flat probe row and
+    # ends before the first flat one, so cut no further (up to k - 1 pixels of padding stay)
+    y0, x0 = (top - 1) * k + 1 if top else 0, (left - 1) * k + 1 if left else 0
+    return gray[y0: min(h, bottom * k), x0: min(w, right * k)]
 
 
 def crop_margin(gray: NDArray[np.float32], margin: float = CROP_MARGIN) -> NDArray[np.float32]:
@@ -93,7 +143,7 @@ def preprocess_gray(gray: NDArray[np.generic], size: int = DEFAULT_INPUT_SIZE) -
         raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
     if min(gray.shape) < 32:
         raise PreprocessError(f"image too small ({gray.shape[1]}x{gray.shape[0]} pixels)")
-    cropped = crop_margin(gray.astype(np.float32, copy=False))
+    cropped = crop_margin(trim_padding(gray.astype(np.float32, copy=False)))
     return equalise(percentile_window(area_resize(cropped, size)))
 
 

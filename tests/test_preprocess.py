@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.preprocess import PreprocessError, crop_margin, percentile_window, preprocess_gray
+from inference.preprocess import (
+    PreprocessError,
+    crop_margin,
+    percentile_window,
+    preprocess_gray,
+    trim_padding,
+)
 from tests.synthetic_cxr import phantom
 
 
@@ -117,3 +123,42 @@ def test_area_resize_fast_path_matches_a_direct_area_resize() -> None:
     direct = cv2.resize(large, (224, 224), interpolation=cv2.INTER_AREA)
     assert fast.shape == (224, 224) and fast.dtype == np.float32
     assert float(np.abs(fast - direct).mean()) < 0.01 * float(direct.std())
+
+
+def _padded(content: np.ndarray) -> np.ndarray:
+    """``content`` pasted on a canvas: a white bar of 60 rows below, black columns of 40 beside."""
+    h, w = content.shape
+    out = np.zeros((h + 60, w + 80), content.dtype)
+    out[:h, 40: 40 + w] = content
+    out[h:, :] = content.max()
+    return out
+
+
+def test_trim_padding_cuts_flat_bars_and_nothing_else() -> None:
+    content = phantom(np.random.default_rng(4), "normal", 300).astype(np.float32)
+    assert trim_padding(content).shape == content.shape  # no padding, nothing cut
+    trimmed = trim_padding(_padded(content))
+    np.testing.assert_array_equal(trimmed, content)
+    # bit-depth independent: the same cut on a 16-bit copy
+    as16 = np.round(_padded(content) * 257).astype(np.float32)
+    assert trim_padding(as16).shape == content.shape
+    # a flat image is left for percentile_window to refuse
+    assert trim_padding(np.full((64, 64), 7.0, np.float32)).shape == (64, 64)
+
+
+def test_trim_padding_never_takes_more_than_a_quarter_per_side() -> None:
+    img = np.zeros((400, 400), np.float32)
+    img[:, 300:] = phantom(np.random.default_rng(5), "normal", 400)[:, :100]  # 75 % black on the left
+    assert trim_padding(img).shape == (400, 300)
+
+
+def test_a_padded_radiograph_preprocesses_like_the_unpadded_one() -> None:
+    content = phantom(np.random.default_rng(6), "tb", 300).astype(np.float32)
+    a, b = preprocess_gray(content, 128), preprocess_gray(_padded(content), 128)
+    np.testing.assert_array_equal(a, b)
+    # a 2880-pixel image: the padding is found on a subsample, to within its step (11 pixels), never into the content
+    up = np.ones((8, 8), np.float32)
+    big, big_content = np.kron(_padded(content), up), np.kron(content, up)
+    assert all(0 <= t - c <= 2 * 10 for t, c in zip(trim_padding(big).shape, big_content.shape, strict=True))
+    # what stays is a few pixels of the 2400-pixel content's scale (untrimmed: about 0.29)
+    assert np.abs(preprocess_gray(big, 128) - preprocess_gray(big_content, 128)).mean() < 0.05

@@ -13,7 +13,11 @@ lesion) is kept, so that capture no longer tells one class from the other
 (``texture_p``): a random zero-mean 3×3 to 7×7 filter response is added to the
 image, so that grain, sharpness and edge emphasis (film against digital
 detector) vary at random while shapes stay (after RandConv, Xu et al., ICLR
-2021). Each step is drawn
+2021). Random frame (``frame_p``): the image is shrunk, tilted and pasted on a
+constant black, white or grey canvas, sometimes with a bar along one side, the
+way many digital radiographs arrive (padded, rotated, scanned onto a larger
+sheet); without it only the scanned TB films have frames, and a frame means
+TB to the model. Each step is drawn
 from a seeded generator, so a run is reproducible.
 """
 
@@ -43,6 +47,7 @@ class AugmentConfig:
     fourier_p: float = 0.0  # amplitude-spectrum style mix with another image (off unless asked for)
     fourier_beta: float = 0.02  # half-width of the mixed low-frequency square, fraction of the side
     texture_p: float = 0.0  # random local filter added (off unless asked for)
+    frame_p: float = 0.0  # random constant frame around a shrunk, tilted copy (off unless asked for)
     texture_strength: float = 0.5  # largest weight of the filter response, relative to the image's spread
 
 
@@ -121,6 +126,33 @@ def random_texture(x: NDArray[np.float32], rng: np.random.Generator,
     return np.clip(x + np.float32(weight) * response, 0.0, 1.0).astype(np.float32)
 
 
+def random_frame(x: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
+    """``x`` shrunk to 70–95 %, tilted by up to ±8°, moved, on a constant canvas.
+
+    The canvas is black, white or a random grey; half the time a bar of the
+    same value (3–15 % of the side) also covers one side.
+    """
+    size = x.shape[0]
+    value = float(rng.choice([0.0, 1.0, float(rng.uniform(0.0, 1.0))]))
+    scale = rng.uniform(0.70, 0.95)
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-8.0, 8.0), scale)
+    m[:, 2] += rng.uniform(-1.0, 1.0, 2) * (1.0 - scale) / 2 * size
+    out = np.asarray(cv2.warpAffine(x, m, (size, size), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=value), np.float32)
+    if rng.random() < 0.5:
+        width = max(1, int(rng.uniform(0.03, 0.15) * size))
+        side = int(rng.integers(4))
+        if side == 0:
+            out[:width] = value
+        elif side == 1:
+            out[-width:] = value
+        elif side == 2:
+            out[:, :width] = value
+        else:
+            out[:, -width:] = value
+    return out
+
+
 def augment(img: NDArray[np.uint8], rng: np.random.Generator,
             cfg: AugmentConfig = AugmentConfig(),
             style: NDArray[np.uint8] | None = None) -> NDArray[np.float32]:
@@ -135,6 +167,8 @@ def augment(img: NDArray[np.uint8], rng: np.random.Generator,
     if style is not None and rng.random() < cfg.fourier_p:
         x = amplitude_mix(x, style.astype(np.float32) / 255.0, float(rng.uniform(0.0, 1.0)),
                           cfg.fourier_beta)
+    if rng.random() < cfg.frame_p:
+        x = random_frame(x, rng)
     if rng.random() < cfg.texture_p:
         x = random_texture(x, rng, cfg.texture_strength)
     x = _photometric(x, rng, cfg)

@@ -53,6 +53,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--texture", type=float, default=0.0, metavar="P",
                    help="augmentation: with probability P add a random 3-7 px filter's response "
                         "(random grain, sharpness, edge emphasis; default 0: off)")
+    p.add_argument("--frame", type=float, default=0.0, metavar="P",
+                   help="augmentation: with probability P shrink, tilt and paste the image on a "
+                        "black, white or grey canvas, as padded radiographs arrive, so that a "
+                        "frame stops meaning scanned TB film (default 0: off)")
     p.add_argument("--mixup", type=float, default=0.0, metavar="A",
                    help="mixup: blend each training image and its label with another of the batch, "
                         "weight from Beta(A, A) (e.g. 0.2; default 0: off)")
@@ -135,6 +139,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"--fourier: expected a probability 0 <= P <= 1, got {args.fourier}")
     if not 0.0 <= args.texture <= 1.0:
         raise SystemExit(f"--texture: expected a probability 0 <= P <= 1, got {args.texture}")
+    if not 0.0 <= args.frame <= 1.0:
+        raise SystemExit(f"--frame: expected a probability 0 <= P <= 1, got {args.frame}")
     if args.mixup < 0:
         raise SystemExit(f"--mixup: expected A >= 0, got {args.mixup}")
     if args.use_epoch and not args.skip_training:
@@ -147,7 +153,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
                       lr_schedule=args.lr_schedule, flip_p=args.flip, centre_crop=args.centre_crop,
-                      zoom=args.zoom, fourier_p=args.fourier, texture_p=args.texture,
+                      zoom=args.zoom, fourier_p=args.fourier, texture_p=args.texture, frame_p=args.frame,
                       mixup=args.mixup, save_epochs=args.save_epochs)
     return _run_pipeline(args, cfg, args.skip_training, use_epoch=args.use_epoch)
 

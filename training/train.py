@@ -52,6 +52,7 @@ class TrainConfig:
     zoom: float = AugmentConfig.zoom
     fourier_p: float = 0.0
     texture_p: float = 0.0
+    frame_p: float = 0.0
     mixup: float = 0.0  # Beta(a, a) of mixup between images of a batch; 0: off
     save_epochs: bool = False  # keep every epoch's checkpoint in epochs/ (see EPOCHS_DIR)
 
@@ -227,7 +228,8 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p,
                                                                    zoom=cfg.zoom,
                                                                    fourier_p=cfg.fourier_p,
-                                                                   texture_p=cfg.texture_p))
+                                                                   texture_p=cfg.texture_p,
+                                                                   frame_p=cfg.frame_p))
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
                                   Path(cfg.weights) if cfg.weights else None, cfg.centre_crop)
