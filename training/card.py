@@ -106,7 +106,8 @@ def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
 | training images | {info.train_counts} |
 | command | `{info.command}` |
 
-Preprocessing (shared by training and serving, `inference/preprocess.py`): 6% margin crop,
+Preprocessing (shared by training and serving, `inference/preprocess.py`): uniform padding
+trimmed (flat rows and columns at the edges, at most a quarter per side), 6% margin crop,
 area resize (a large radiograph block-averaged by a whole factor first), 0.5–99.5 percentile
 window, CLAHE.
 
