@@ -156,7 +156,8 @@ def test_a_padded_radiograph_preprocesses_like_the_unpadded_one() -> None:
     content = phantom(np.random.default_rng(6), "tb", 300).astype(np.float32)
     a, b = preprocess_gray(content, 128), preprocess_gray(_padded(content), 128)
     np.testing.assert_array_equal(a, b)
-    # a 2880-pixel image: the padding is found on a subsample, to within its step (11 pixels), never into the content
+    # a 2880-pixel image: the padding is found on a subsample, to within its step (11 pixels),
+    # never into the content
     up = np.ones((8, 8), np.float32)
     big, big_content = np.kron(_padded(content), up), np.kron(content, up)
     assert all(0 <= t - c <= 2 * 10 for t, c in zip(trim_padding(big).shape, big_content.shape, strict=True))
