@@ -97,3 +97,14 @@ def test_texture_switch() -> None:
     a = augment(img, np.random.default_rng(4), on)
     np.testing.assert_array_equal(a, augment(img, np.random.default_rng(4), on))
     assert not np.allclose(a, img / 255.0, atol=1e-3)
+
+
+def test_steps_that_are_off_draw_nothing_from_the_generator() -> None:
+    """Switched-off optional steps leave the random stream alone: an older run's seed reproduces."""
+    img = _img()
+    gens = [np.random.default_rng(9) for _ in range(3)]
+    augment(img, gens[0], AugmentConfig())
+    augment(img, gens[1], AugmentConfig(fourier_p=0.0, texture_p=0.0, frame_p=0.0), style=img)
+    augment(img, gens[2], AugmentConfig(frame_p=1.0))  # a step that is on does draw
+    after = [g.random() for g in gens]
+    assert after[0] == after[1] and after[2] != after[0]

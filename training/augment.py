@@ -164,12 +164,13 @@ def augment(img: NDArray[np.uint8], rng: np.random.Generator,
     if rng.random() < cfg.flip_p:
         img = img[:, ::-1]
     x = _affine(np.ascontiguousarray(img), rng, cfg).astype(np.float32) / 255.0
-    if style is not None and rng.random() < cfg.fourier_p:
+    if style is not None and cfg.fourier_p > 0 and rng.random() < cfg.fourier_p:
         x = amplitude_mix(x, style.astype(np.float32) / 255.0, float(rng.uniform(0.0, 1.0)),
                           cfg.fourier_beta)
-    if rng.random() < cfg.frame_p:
+    # a step that is off draws nothing, so a run from before the step existed reproduces
+    if cfg.frame_p > 0 and rng.random() < cfg.frame_p:
         x = random_frame(x, rng)
-    if rng.random() < cfg.texture_p:
+    if cfg.texture_p > 0 and rng.random() < cfg.texture_p:
         x = random_texture(x, rng, cfg.texture_strength)
     x = _photometric(x, rng, cfg)
     if rng.random() < cfg.jpeg_p:
