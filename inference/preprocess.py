@@ -72,15 +72,16 @@ def trim_padding(gray: NDArray[np.float32], tolerance: float = PAD_TOLERANCE,
         return gray
     tol = tolerance * float(high - low)
     ph, pw = probe.shape
+    max_rows, max_cols = int(ph * limit), int(pw * limit)  # per side
     top, bottom, left, right = 0, ph, 0, pw
     for _ in range(3):
         box = probe[top:bottom, left:right]
         rows, cols = box.std(axis=1) < tol, box.std(axis=0) < tol
-        cut = (_flat_run(rows, int(ph * limit) - top), _flat_run(rows[::-1], int(ph * limit) - (ph - bottom)),
-               _flat_run(cols, int(pw * limit) - left), _flat_run(cols[::-1], int(pw * limit) - (pw - right)))
-        if not any(cut):
+        cut_top, cut_bottom = _flat_run(rows, max_rows - top), _flat_run(rows[::-1], max_rows - (ph - bottom))
+        cut_left, cut_right = _flat_run(cols, max_cols - left), _flat_run(cols[::-1], max_cols - (pw - right))
+        if not (cut_top or cut_bottom or cut_left or cut_right):
             break
-        top, bottom, left, right = top + cut[0], bottom - cut[1], left + cut[2], right - cut[3]
+        top, bottom, left, right = top + cut_top, bottom - cut_bottom, left + cut_left, right - cut_right
     # probe row i is pixel row i * k: the content starts after the last flat probe row and
     # ends before the first flat one, so cut no further (up to k - 1 pixels of padding stay)
     y0, x0 = (top - 1) * k + 1 if top else 0, (left - 1) * k + 1 if left else 0

@@ -39,7 +39,7 @@ from inference.pixels import (
     presentation_table,
     stored_values,
 )
-from inference.preprocess import preprocess_gray
+from inference.preprocess import preprocess_gray, trim_padding
 from tests.conftest import require_shared_data
 from tests.dicom_factory import (
     ALL_SYNTAXES,
@@ -382,6 +382,17 @@ def test_real_samples_decode(name: str) -> None:
     out = dicom_to_gray(ds)
     assert out.shape == (ds.Rows, ds.Columns) and 0.0 <= out.min() < out.max() <= 1.0
     assert preprocess_gray(out).shape == (224, 224)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", [
+    "chest/cr-jpeg-baseline-mono2.dcm", "chest/cr-mono1-10bit-no-file-meta.dcm",
+    "chest/dx-implicit-vr-8bit.dcm",
+])
+def test_real_chest_samples_have_no_padding_to_trim(name: str) -> None:
+    """Real radiographs without a canvas keep every pixel (air at the edge is not flat)."""
+    out = dicom_to_gray(_sample(name))
+    assert trim_padding(out).shape == out.shape
 
 
 @pytest.mark.realdata

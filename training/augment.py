@@ -141,15 +141,8 @@ def random_frame(x: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=value), np.float32)
     if rng.random() < 0.5:
         width = max(1, int(rng.uniform(0.03, 0.15) * size))
-        side = int(rng.integers(4))
-        if side == 0:
-            out[:width] = value
-        elif side == 1:
-            out[-width:] = value
-        elif side == 2:
-            out[:, :width] = value
-        else:
-            out[:, -width:] = value
+        sides = (np.s_[:width], np.s_[-width:], np.s_[:, :width], np.s_[:, -width:])
+        out[sides[int(rng.integers(4))]] = value
     return out
 
 

@@ -28,6 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_epochs(sub)
 
 
+# augmentation options that are a probability: flag -> (TrainConfig field, what it does)
+AUGMENT_PROBABILITIES = {
+    "flip": ("flip_p", "mirror left-right"),
+    "fourier": ("fourier_p", "blend the low-frequency amplitude spectrum (the capture style) with "
+                "that of another training image of any class, keeping the phase"),
+    "texture": ("texture_p", "add a random 3-7 px filter's response (random grain, sharpness, "
+                "edge emphasis)"),
+    "frame": ("frame_p", "shrink, tilt and paste the image on a black, white or grey canvas, as "
+              "padded radiographs arrive, so that a frame stops meaning scanned TB film"),
+}
+
+
 def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train", help="train one classifier, evaluate it, export it, write its card")
     _add_model_folder_options(p)
@@ -42,21 +54,11 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--l2", type=float, default=1e-4)
     p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--flip", type=float, default=0.0, metavar="P",
-                   help="augmentation: mirror left-right with probability P (default 0)")
     p.add_argument("--zoom", type=float, default=0.12, metavar="Z",
                    help="augmentation: random scale in [1 - Z, 1 + Z] (default 0.12)")
-    p.add_argument("--fourier", type=float, default=0.0, metavar="P",
-                   help="augmentation: with probability P blend the low-frequency amplitude "
-                        "spectrum (the capture style) with that of another training image of "
-                        "any class, keeping the phase (default 0: off)")
-    p.add_argument("--texture", type=float, default=0.0, metavar="P",
-                   help="augmentation: with probability P add a random 3-7 px filter's response "
-                        "(random grain, sharpness, edge emphasis; default 0: off)")
-    p.add_argument("--frame", type=float, default=0.0, metavar="P",
-                   help="augmentation: with probability P shrink, tilt and paste the image on a "
-                        "black, white or grey canvas, as padded radiographs arrive, so that a "
-                        "frame stops meaning scanned TB film (default 0: off)")
+    for flag, (_, text) in AUGMENT_PROBABILITIES.items():
+        p.add_argument(f"--{flag}", type=float, default=0.0, metavar="P",
+                       help=f"augmentation: with probability P {text} (default 0: off)")
     p.add_argument("--mixup", type=float, default=0.0, metavar="A",
                    help="mixup: blend each training image and its label with another of the batch, "
                         "weight from Beta(A, A) (e.g. 0.2; default 0: off)")
@@ -135,12 +137,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"--centre-crop: {err}") from err
     if not 0.0 <= args.zoom < 0.5:
         raise SystemExit(f"--zoom: expected 0 <= Z < 0.5, got {args.zoom}")
-    if not 0.0 <= args.fourier <= 1.0:
-        raise SystemExit(f"--fourier: expected a probability 0 <= P <= 1, got {args.fourier}")
-    if not 0.0 <= args.texture <= 1.0:
-        raise SystemExit(f"--texture: expected a probability 0 <= P <= 1, got {args.texture}")
-    if not 0.0 <= args.frame <= 1.0:
-        raise SystemExit(f"--frame: expected a probability 0 <= P <= 1, got {args.frame}")
+    probabilities: dict[str, float] = {}  # TrainConfig field -> value
+    for flag, (field, _) in AUGMENT_PROBABILITIES.items():
+        value = getattr(args, flag)
+        if not 0.0 <= value <= 1.0:
+            raise SystemExit(f"--{flag}: expected a probability 0 <= P <= 1, got {value}")
+        probabilities[field] = value
     if args.mixup < 0:
         raise SystemExit(f"--mixup: expected A >= 0, got {args.mixup}")
     if args.use_epoch and not args.skip_training:
@@ -152,9 +154,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       patience=args.patience, seed=args.seed, balance=args.balance,
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
-                      lr_schedule=args.lr_schedule, flip_p=args.flip, centre_crop=args.centre_crop,
-                      zoom=args.zoom, fourier_p=args.fourier, texture_p=args.texture, frame_p=args.frame,
-                      mixup=args.mixup, save_epochs=args.save_epochs)
+                      lr_schedule=args.lr_schedule, centre_crop=args.centre_crop, zoom=args.zoom,
+                      mixup=args.mixup, save_epochs=args.save_epochs, **probabilities)
     return _run_pipeline(args, cfg, args.skip_training, use_epoch=args.use_epoch)
 
 
