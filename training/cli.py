@@ -62,6 +62,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--mixup", type=float, default=0.0, metavar="A",
                    help="mixup: blend each training image and its label with another of the batch, "
                         "weight from Beta(A, A) (e.g. 0.2; default 0: off)")
+    p.add_argument("--adversary", type=float, default=0.0, metavar="W",
+                   help="capture adversary: a training-only head predicts each image's source from "
+                        "the features, given its label, and its reversed gradient (strength rising "
+                        "to W, e.g. 0.3) unlearns what tells the sources apart (default 0: off)")
     p.add_argument("--centre-crop", type=int, default=0, metavar="PX",
                    help="the model sees only the central PX x PX pixels of its input (e.g. 160 "
                         "of 224): film borders, collimation and text never reach it (default 0: off)")
@@ -145,6 +149,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         probabilities[field] = value
     if args.mixup < 0:
         raise SystemExit(f"--mixup: expected A >= 0, got {args.mixup}")
+    if args.adversary < 0:
+        raise SystemExit(f"--adversary: expected W >= 0, got {args.adversary}")
+    if args.adversary > 0 and args.mixup > 0:
+        raise SystemExit("--adversary: cannot be combined with --mixup (a blend has no single source)")
     if args.use_epoch and not args.skip_training:
         raise SystemExit("--use-epoch: only with --skip-training (after a --save-epochs run)")
 
@@ -155,7 +163,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       freeze_epochs=args.freeze_epochs if args.weights else 0, weights=args.weights,
                       source_weights=_parse_source_weights(args.source_weights),
                       lr_schedule=args.lr_schedule, centre_crop=args.centre_crop, zoom=args.zoom,
-                      mixup=args.mixup, save_epochs=args.save_epochs, **probabilities)
+                      mixup=args.mixup, adversary=args.adversary, save_epochs=args.save_epochs,
+                      **probabilities)
     return _run_pipeline(args, cfg, args.skip_training, use_epoch=args.use_epoch)
 
 

@@ -11,6 +11,8 @@ import json
 import logging
 import shlex
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,7 +115,11 @@ def _evaluate(model: keras.Model, eval_task: Task, threshold: float,
 def run(args: PipelineArgs) -> dict[str, object]:
     """Train, choose the threshold, evaluate, export and write the card; return the report."""
     args.out.mkdir(parents=True, exist_ok=True)
-    _log_to_file(args.out / "train.log")
+    with _log_to_file(args.out / "train.log"):
+        return _run(args)
+
+
+def _run(args: PipelineArgs) -> dict[str, object]:
     task = task_with_negatives(args.task, args.negatives)
     records = read_records(args.data, seed=args.config.seed)
     splits = {s: load_split_cached(records, s, args.config.size, args.cache)
@@ -240,7 +246,20 @@ def _command(args: PipelineArgs) -> str:
     return text
 
 
-def _log_to_file(path: Path) -> None:
+@contextmanager
+def _log_to_file(path: Path) -> Iterator[None]:
+    """Write this run's INFO and higher records to ``path`` (appended), whatever the root
+    logger was set to before (e.g. WARNING under pytest); undone when the run ends."""
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))  # NOTSET (0) already lets everything through
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()

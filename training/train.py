@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
 
+from training.adversary import ReversalSchedule, adversarial_model, label_one_hot, source_index
 from training.architectures import build_model
 from training.augment import AugmentConfig, augment
 from training.data import ImageSet
@@ -54,6 +55,7 @@ class TrainConfig:
     texture_p: float = 0.0
     frame_p: float = 0.0
     mixup: float = 0.0  # Beta(a, a) of mixup between images of a batch; 0: off
+    adversary: float = 0.0  # strength of the capture adversary (training/adversary.py); 0: off
     save_epochs: bool = False  # keep every epoch's checkpoint in epochs/ (see EPOCHS_DIR)
 
 
@@ -95,19 +97,30 @@ def sampling_weights(y: NDArray[np.float32], sources: list[str], balance: str,
     return w / w.sum()
 
 
+Batch = tuple[NDArray[np.float32], NDArray[np.float32]]
+AdversarialBatch = tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.generic]]]
+
+
 class BalancedBatches(keras.utils.PyDataset):
-    """Batches drawn with replacement by :func:`sampling_weights`, augmented on the fly."""
+    """Batches drawn with replacement by :func:`sampling_weights`, augmented on the fly.
+
+    With ``adversary`` (``(one-hot labels, source indices)`` of every image) a
+    batch is ``({"image", "label"}, {"score", "source"})`` for the capture
+    adversary's training model; otherwise ``(images, targets)``.
+    """
 
     def __init__(self, images: NDArray[np.uint8], y: NDArray[np.float32], p: NDArray[np.float64],
-                 cfg: TrainConfig, augment_cfg: AugmentConfig) -> None:
+                 cfg: TrainConfig, augment_cfg: AugmentConfig,
+                 adversary: tuple[NDArray[np.float32], NDArray[np.int32]] | None = None) -> None:
         super().__init__()
         self.images, self.y, self.p, self.cfg, self.aug = images, y, p, cfg, augment_cfg
+        self.adversary = adversary
         self.rng = np.random.default_rng(cfg.seed)
 
     def __len__(self) -> int:
         return self.cfg.steps_per_epoch
 
-    def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    def __getitem__(self, index: int) -> Batch | AdversarialBatch:
         idx = self.rng.choice(len(self.y), size=self.cfg.batch_size, p=self.p)
         styles: list[int | None] = [None] * len(idx)
         if self.aug.fourier_p > 0:  # style images drawn like the batch, independently of its labels
@@ -121,6 +134,10 @@ class BalancedBatches(keras.utils.PyDataset):
             other = self.rng.permutation(len(idx))
             x = lam[:, :, np.newaxis, np.newaxis] * x + (1 - lam[:, :, np.newaxis, np.newaxis]) * x[other]
             y = lam * y + (1 - lam) * y[other]
+        if self.adversary is not None:
+            labels, sources = self.adversary
+            targets: dict[str, NDArray[np.generic]] = {"score": y, "source": sources[idx]}
+            return {"image": x, "label": labels[idx]}, targets
         return x, y
 
 
@@ -210,7 +227,15 @@ def learning_rate(cfg: TrainConfig, peak: float,
                                                   alpha=0.01)
 
 
-def _compile(model: keras.Model, lr: float | keras.optimizers.schedules.CosineDecay) -> None:
+def _compile(model: keras.Model, lr: float | keras.optimizers.schedules.CosineDecay,
+             adversarial: bool = False) -> None:
+    if adversarial:  # the capture adversary's model: score and source heads
+        model.compile(optimizer=keras.optimizers.Adam(lr),
+                      loss={"score": keras.losses.BinaryCrossentropy(),
+                            "source": keras.losses.SparseCategoricalCrossentropy()},
+                      metrics={"score": [keras.metrics.AUC(name="auc")],
+                               "source": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
+        return
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.AUC(name="auc")])
 
@@ -224,28 +249,44 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     va, y_va = task_subset(val_set, task)
     if len(set(y_tr)) < 2 or len(set(y_va)) < 2:
         raise ValueError(f"task {task.name}: train and val need both classes")
+    if cfg.adversary > 0 and cfg.mixup > 0:
+        raise ValueError("adversary: cannot be combined with mixup (a blend has no single source)")
     p = sampling_weights(y_tr, tr.sources, cfg.balance, dict(cfg.source_weights))
+    adversary, names = None, list[str]()
+    if cfg.adversary > 0:
+        sources, names = source_index(tr.sources)
+        adversary = (label_one_hot(tr.labels), sources)
+        log.info("capture adversary: strength up to %g, predicting the source among %s given the "
+                 "label", cfg.adversary, ", ".join(names))
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p,
                                                                    zoom=cfg.zoom,
                                                                    fourier_p=cfg.fourier_p,
                                                                    texture_p=cfg.texture_p,
-                                                                   frame_p=cfg.frame_p))
+                                                                   frame_p=cfg.frame_p),
+                              adversary)
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
                                   Path(cfg.weights) if cfg.weights else None, cfg.centre_crop)
-    scorer = keras.Model(model.input, model.output["score"])  # shares weights with ``model``
     best = BestByAuc(model, x_va, y_va, va.sources, out_dir / "model.keras", cfg.patience,
                      cfg.save_epochs)
+    callbacks: list[keras.callbacks.Callback] = [best]
+    if adversary is not None:  # trains ``model``'s weights plus the source head
+        fitted, reversal = adversarial_model(model, len(names))
+        callbacks.append(ReversalSchedule(reversal, cfg.adversary, cfg.epochs * cfg.steps_per_epoch,
+                                          cfg.steps_per_epoch))
+    else:
+        fitted = keras.Model(model.input, model.output["score"])  # shares weights with ``model``
     started = time.time()
     if cfg.weights and cfg.freeze_epochs > 0:
         backbone.trainable = False
-        _compile(scorer, learning_rate(cfg, cfg.learning_rate, cfg.freeze_epochs))
-        scorer.fit(batches, epochs=cfg.freeze_epochs, callbacks=[best], verbose=2)
+        _compile(fitted, learning_rate(cfg, cfg.learning_rate, cfg.freeze_epochs),
+                 adversary is not None)
+        fitted.fit(batches, epochs=cfg.freeze_epochs, callbacks=callbacks, verbose=2)
         backbone.trainable = True
-    _compile(scorer, learning_rate(cfg, cfg.learning_rate / (10 if cfg.weights else 1),
-                                   cfg.epochs - len(best.history)))
-    scorer.fit(batches, initial_epoch=len(best.history), epochs=cfg.epochs, callbacks=[best],
-              verbose=2)
+    _compile(fitted, learning_rate(cfg, cfg.learning_rate / (10 if cfg.weights else 1),
+                                   cfg.epochs - len(best.history)), adversary is not None)
+    fitted.fit(batches, initial_epoch=len(best.history), epochs=cfg.epochs, callbacks=callbacks,
+               verbose=2)
     log.info("best worst-source val_auc %.4f at epoch %d; %.0f s", best.best, best.best_epoch,
              time.time() - started)
     (out_dir / "history.json").write_text(json.dumps(
