@@ -1,4 +1,4 @@
-"""The capture adversary (``train --adversary W``): reversed gradient, schedule, batches, a run."""
+"""The capture adversary (``train --adversary W``): its two objectives, schedule, batches, a run."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from cxr_gateway.cli import main
 from tests.synthetic_cxr import write_dataset
 
 
-def test_reversal_is_identity_forward_and_flips_the_gradient() -> None:
+def test_gradient_scale_is_identity_forward_and_scales_the_gradient() -> None:
     import tensorflow as tf
 
-    from training.adversary import GradientReversal
+    from training.adversary import GradientScale
 
-    layer = GradientReversal()
+    layer = GradientScale()
     x = tf.Variable(np.linspace(-2, 3, 12, dtype=np.float32).reshape(3, 4))
     for strength in (0.0, 0.4, 1.0):
         layer.strength.assign(strength)
@@ -25,60 +25,79 @@ def test_reversal_is_identity_forward_and_flips_the_gradient() -> None:
             y = layer(x)
             loss = tf.reduce_sum(y * y)
         np.testing.assert_allclose(y.numpy(), x.numpy(), atol=1e-6)
-        np.testing.assert_allclose(tape.gradient(loss, x).numpy(), -strength * 2 * x.numpy(),
+        np.testing.assert_allclose(tape.gradient(loss, x).numpy(), strength * 2 * x.numpy(),
                                    atol=1e-5)
 
 
 def test_schedule_rises_from_zero_to_the_weight() -> None:
-    from training.adversary import reversal_strength
+    from training.adversary import confusion_weight
 
-    values = [reversal_strength(0.3, p) for p in np.linspace(0, 1, 11)]
+    values = [confusion_weight(0.3, p) for p in np.linspace(0, 1, 11)]
     assert values[0] == 0.0
     assert values[-1] == pytest.approx(0.3, abs=1e-4)
     assert all(a < b for a, b in zip(values, values[1:], strict=False))
-    assert reversal_strength(0.3, 2.0) == values[-1]  # clipped past the end of the run
+    assert confusion_weight(0.3, 2.0) == values[-1]  # clipped past the end of the run
 
 
-def test_source_head_gradient_reaches_the_backbone_reversed() -> None:
-    """The source loss pushes the backbone the opposite way it pushes a plain source classifier;
-    at strength 0 it does not reach the backbone at all."""
+def test_even_split_is_over_the_sources_of_each_label() -> None:
+    from training.adversary import even_split
+
+    labels = ["tb", "tb", "normal", "normal", "pneumonia"]
+    sources = ["film", "digital", "site-a", "site-a", "children"]  # sorted: children digital film site-a
+    split = even_split(labels, sources)
+    np.testing.assert_allclose(split[0], [0, 0.5, 0.5, 0])
+    np.testing.assert_allclose(split[2], [0, 0, 0, 1])  # one source: nothing to confuse
+    np.testing.assert_allclose(split[4], [1, 0, 0, 0])
+    np.testing.assert_allclose(split.sum(axis=1), 1.0)
+
+
+def test_each_objective_moves_only_its_own_side() -> None:
+    """The source loss trains the head and never reaches the backbone; the confusion loss
+    reaches the backbone (scaled by the schedule) and never the head."""
     import keras
     import tensorflow as tf
 
-    from training.adversary import adversarial_model, label_one_hot
+    from training.adversary import adversarial_model, even_split, label_one_hot
     from training.architectures import build_model
 
     keras.utils.set_random_seed(3)
     model, backbone = build_model("compact", 64, dropout=0.0)
-    trainer, reversal = adversarial_model(model, 3)
+    trainer, scale = adversarial_model(model, 3)
     rng = np.random.default_rng(0)
-    inputs = {"image": rng.random((4, 64, 64, 1), dtype=np.float32),
-              "label": label_one_hot(["tb", "tb", "normal", "pneumonia"])}
-    target = np.array([0, 1, 2, 1])
+    labels = ["tb", "tb", "normal", "pneumonia"]
+    inputs = {"image": rng.random((4, 64, 64, 1), dtype=np.float32), "label": label_one_hot(labels)}
+    source = np.array([0, 1, 2, 1])
+    split = even_split(labels, ["a", "b", "c", "b"])
     kernel = backbone.trainable_weights[0]
-    head = trainer.get_layer("source").kernel
+    head = [trainer.get_layer("adversary_hidden").kernel, trainer.get_layer("adversary_out").kernel]
 
-    def grads(strength: float) -> tuple[np.ndarray, np.ndarray]:
-        reversal.strength.assign(strength)
+    def grads(output: str, strength: float) -> list[np.ndarray]:
+        scale.strength.assign(strength)
         with tf.GradientTape() as tape:
             out = trainer(inputs, training=False)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(target, out["source"]))
-        g_backbone, g_head = tape.gradient(loss, [kernel, head])
-        return (np.zeros(kernel.shape) if g_backbone is None else g_backbone.numpy(),
-                g_head.numpy())
+            if output == "source":
+                loss = keras.losses.sparse_categorical_crossentropy(source, out["source"])
+            else:
+                loss = keras.losses.categorical_crossentropy(split, out["confusion"])
+            loss = tf.reduce_mean(loss)
+        found = tape.gradient(loss, [kernel, *head])
+        return [np.zeros(v.shape) if g is None else g.numpy()
+                for v, g in zip([kernel, *head], found, strict=True)]
 
-    off, head_off = grads(0.0)
-    reversed_, head_rev = grads(1.0)
-    plain, head_plain = grads(-1.0)  # -1: an ordinary, unreversed source classifier
-    assert not off.any()
-    assert np.abs(plain).max() > 0
-    np.testing.assert_allclose(reversed_, -plain, rtol=1e-4, atol=1e-8)
-    np.testing.assert_allclose(head_rev, head_off, rtol=1e-5)  # the head itself learns normally
-    np.testing.assert_allclose(head_plain, head_off, rtol=1e-5)
+    backbone_g, *head_g = grads("source", 1.0)
+    assert not backbone_g.any() and all(np.abs(g).max() > 0 for g in head_g)
+    backbone_g, *head_g = grads("confusion", 0.0)
+    assert not backbone_g.any() and not any(g.any() for g in head_g)
+    full, *head_g = grads("confusion", 1.0)
+    assert np.abs(full).max() > 0 and not any(g.any() for g in head_g)
+    part, *_ = grads("confusion", 0.25)
+    np.testing.assert_allclose(part, 0.25 * full, rtol=1e-4, atol=1e-9)
+    out = trainer(inputs, training=False)  # the two branches are one head on the same features
+    np.testing.assert_allclose(out["source"].numpy(), out["confusion"].numpy(), rtol=1e-5)
 
 
 def test_adversarial_batches_carry_each_images_label_and_source() -> None:
-    from training.adversary import label_one_hot, source_index
+    from training.adversary import even_split, label_one_hot, source_index
     from training.augment import AugmentConfig
     from training.train import BalancedBatches, TrainConfig
 
@@ -91,13 +110,15 @@ def test_adversarial_batches_carry_each_images_label_and_source() -> None:
     off = AugmentConfig(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0, gamma=0,
                         blur_p=0, noise_p=0, jpeg_p=0)
     cfg = TrainConfig(steps_per_epoch=1, batch_size=32, seed=2, adversary=0.3)
-    x, t = BalancedBatches(images, y, np.full(12, 1 / 12), cfg, off, (label_one_hot(labels), src))[0]
+    adversary = (label_one_hot(labels), src, even_split(labels, sources))
+    x, t = BalancedBatches(images, y, np.full(12, 1 / 12), cfg, off, adversary)[0]
     position = np.round(x["image"].mean(axis=(1, 2, 3)) * 255 / 20).astype(int)
     assert set(position) == {0, 1, 2, 3}
     np.testing.assert_array_equal(t["source"], [names.index(sources[p]) for p in position])
     np.testing.assert_array_equal(x["label"].argmax(1),
                                   [("normal", "pneumonia", "tb").index(labels[p]) for p in position])
     np.testing.assert_array_equal(t["score"][:, 0], y[position])
+    np.testing.assert_array_equal(t["confusion"], adversary[2][position])
 
 
 @pytest.mark.slow
@@ -115,10 +136,11 @@ def test_adversarial_run_ships_a_plain_model(tmp_path: Path) -> None:
                  "--cache", "", "--adversary", "0.5"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert history["config"]["adversary"] == 0.5
-    assert all("source_loss" in e and "source_accuracy" in e for e in history["epochs"])
+    assert all("source_loss" in e and "source_accuracy" in e and "confusion_loss" in e
+               for e in history["epochs"])
     model = keras.saving.load_model(out / "model.keras")
     assert set(model.output) == {"score", "cam"}
-    assert not any(layer.name.startswith(("adversary", "gradient_reversal", "source"))
+    assert not any(layer.name.startswith(("adversary", "confusion", "source"))
                    for layer in model.layers)
     assert "capture adversary" in (out / "train.log").read_text()
 

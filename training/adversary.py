@@ -4,18 +4,25 @@ In ``cxr/`` most TB images are scanned films and every normal is a digital
 radiograph, so the cheapest TB cue is the capture. ``train --adversary W`` adds
 a second head during training only: from the pooled backbone features, and
 told the image's label (tb, normal or pneumonia), it predicts the image's
-source (e.g. scanned-film-tb or qatar-tb). Its gradient reaches the backbone
-reversed (Ganin & Lempitsky 2015, domain-adversarial training), so the
-backbone is pushed towards features that carry no information about the
-source *beyond the label*: what tells a film from a digital TB radiograph is
-unlearnt, what tells TB from normal is kept. Given the label, the head cannot
-gain from the disease itself, only from the capture.
+source (e.g. scanned-film-tb or qatar-tb). Given the label, the head can gain
+nothing from the disease itself, only from the capture.
 
-The strength of the reversal rises from 0 to W over the run (the schedule of
-Ganin & Lempitsky, ``2 / (1 + exp(-10 p)) - 1``), so the classifier first finds
-the disease and the adversary then takes the capture away. The saved model
-(``score`` and ``cam``) has no trace of the adversary: serving, export and
-ensembles are unchanged.
+Two objectives pull on it (domain confusion, Tzeng et al. 2015):
+
+* the head learns to tell the sources apart, on features it cannot change
+  (``source``: cross-entropy with the true source, the features' gradient stopped);
+* the backbone learns to confuse the head, whose weights it cannot change
+  (``confusion``: cross-entropy with an even split over the sources of the
+  image's label). This is bounded: it is smallest when the head is left at
+  chance, not when it is fooled into the wrong answer, which with a plain
+  reversed gradient (Ganin & Lempitsky 2015) drove the features to swing and the
+  validation AUC to collapse (measured, TB card notes).
+
+The weight of the confusion term rises from 0 to W over the run (Ganin &
+Lempitsky's schedule, ``2 / (1 + exp(-10 p)) - 1``), so the classifier first
+finds the disease and the adversary then takes the capture away. The saved
+model (``score`` and ``cam``) has no trace of the adversary: serving, export
+and ensembles are unchanged.
 """
 
 from __future__ import annotations
@@ -33,8 +40,8 @@ SCHEDULE_GAIN = 10.0  # Ganin & Lempitsky's gamma
 HIDDEN = 64  # units of the adversary's hidden layer
 
 
-class GradientReversal(layers.Layer):
-    """Identity forward; the gradient is multiplied by ``-strength`` on the way back."""
+class GradientScale(layers.Layer):
+    """Identity forward; the gradient is multiplied by ``strength`` on the way back."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -42,24 +49,38 @@ class GradientReversal(layers.Layer):
                                         name="strength")
 
     def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
-        # forward: (1 + s) x - s x = x; backward: only the -s x term carries a gradient
+        # forward: s x + (x - s x) = x; backward: only the s x term carries a gradient
         s = keras.ops.cast(self.strength, x.dtype)
-        return keras.ops.stop_gradient(x * (1.0 + s)) - x * s
+        return x * s + keras.ops.stop_gradient(x - x * s)
 
 
-def reversal_strength(weight: float, progress: float) -> float:
-    """The reversal's strength at ``progress`` (0 to 1) through a run of maximum ``weight``."""
+class FrozenDense(layers.Layer):
+    """``dense`` applied with its weights held: gradients reach the input, never the weights."""
+
+    def __init__(self, dense: layers.Dense, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.dense = dense
+
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
+        kernel = keras.ops.stop_gradient(self.dense.kernel)
+        bias = keras.ops.stop_gradient(self.dense.bias)
+        activation = keras.activations.get(self.dense.activation)
+        return activation(keras.ops.matmul(x, kernel) + bias)
+
+
+def confusion_weight(weight: float, progress: float) -> float:
+    """The confusion term's weight at ``progress`` (0 to 1) through a run of maximum ``weight``."""
     p = min(max(progress, 0.0), 1.0)
     return weight * (2.0 / (1.0 + math.exp(-SCHEDULE_GAIN * p)) - 1.0)
 
 
-class ReversalSchedule(keras.callbacks.Callback):
-    """Set the reversal's strength before every training batch."""
+class ConfusionSchedule(keras.callbacks.Callback):
+    """Set the confusion term's weight before every training batch."""
 
-    def __init__(self, reversal: GradientReversal, weight: float, total_steps: int,
+    def __init__(self, scale: GradientScale, weight: float, total_steps: int,
                  steps_per_epoch: int) -> None:
         super().__init__()
-        self.reversal, self.weight = reversal, weight
+        self.scale, self.weight = scale, weight
         self.total, self.per_epoch = max(1, total_steps), steps_per_epoch
         self.epoch = 0
 
@@ -68,27 +89,33 @@ class ReversalSchedule(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None:
         step = self.epoch * self.per_epoch + batch
-        self.reversal.strength.assign(reversal_strength(self.weight, step / self.total))
+        self.scale.strength.assign(confusion_weight(self.weight, step / self.total))
 
 
-def adversarial_model(model: keras.Model, n_sources: int) -> tuple[keras.Model, GradientReversal]:
-    """The training-time model: ``model``'s score plus the source head.
+def adversarial_model(model: keras.Model, n_sources: int) -> tuple[keras.Model, GradientScale]:
+    """The training-time model: ``model``'s score plus the adversary's two outputs.
 
     Inputs ``image`` and ``label`` (one-hot over :data:`training.data.LABELS`);
-    outputs ``score`` and ``source`` (softmax over the training sources). It
-    shares every weight with ``model``, which stays the model that is saved.
+    outputs ``score``, ``source`` (the head on the held features) and
+    ``confusion`` (the held head on the features), each a softmax over the
+    training sources. It shares every weight with ``model``, which stays the
+    model that is saved.
     """
     features = model.get_layer("logit_map").input  # backbone features after dropout
     label = keras.Input((len(LABELS),), name="label")
-    reversal = GradientReversal(name="gradient_reversal")
-    pooled = layers.GlobalAveragePooling2D(name="adversary_pool")(reversal(features))
-    hidden = layers.Dense(HIDDEN, activation="relu", name="adversary_hidden")(
-        layers.Concatenate(name="adversary_input")([pooled, label]))
-    source = layers.Dense(n_sources, activation="softmax", name="source")(hidden)
+    pooled = layers.GlobalAveragePooling2D(name="adversary_pool")(features)
+    hidden = layers.Dense(HIDDEN, activation="relu", name="adversary_hidden")
+    out = layers.Dense(n_sources, activation="softmax", name="adversary_out")
+    joined = layers.Concatenate(name="adversary_input")
+    held = layers.Lambda(keras.ops.stop_gradient, name="adversary_held_features")(pooled)
+    source = layers.Identity(name="source")(out(hidden(joined([held, label]))))
+    scale = GradientScale(name="confusion_scale")
+    confused = FrozenDense(out)(FrozenDense(hidden)(joined([scale(pooled), label])))
+    confusion = layers.Identity(name="confusion")(confused)
     trainer = keras.Model({"image": model.input, "label": label},
-                          {"score": model.output["score"], "source": source},
-                          name=f"{model.name}_adversarial")
-    return trainer, reversal
+                          {"score": model.output["score"], "source": source,
+                           "confusion": confusion}, name=f"{model.name}_adversarial")
+    return trainer, scale
 
 
 def label_one_hot(labels: list[str]) -> NDArray[np.float32]:
@@ -102,3 +129,13 @@ def source_index(sources: list[str]) -> tuple[NDArray[np.int32], list[str]]:
     """Each image's source as an index into the sorted source names, and the names."""
     names = sorted(set(sources))
     return np.array([names.index(s) for s in sources], dtype=np.int32), names
+
+
+def even_split(labels: list[str], sources: list[str]) -> NDArray[np.float32]:
+    """Per image, an even split over the sources its label has in the data: the confusion target."""
+    index, names = source_index(sources)
+    per_label = np.zeros((len(LABELS), len(names)), dtype=np.float32)
+    for lab, i in zip(labels, index, strict=True):
+        per_label[LABELS.index(lab), i] = 1.0
+    per_label /= np.maximum(per_label.sum(axis=1, keepdims=True), 1.0)
+    return per_label[[LABELS.index(lab) for lab in labels]]

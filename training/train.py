@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
 
-from training.adversary import ReversalSchedule, adversarial_model, label_one_hot, source_index
+from training.adversary import ConfusionSchedule, adversarial_model, even_split, label_one_hot, source_index
 from training.architectures import build_model
 from training.augment import AugmentConfig, augment
 from training.data import ImageSet
@@ -55,7 +55,7 @@ class TrainConfig:
     texture_p: float = 0.0
     frame_p: float = 0.0
     mixup: float = 0.0  # Beta(a, a) of mixup between images of a batch; 0: off
-    adversary: float = 0.0  # strength of the capture adversary (training/adversary.py); 0: off
+    adversary: float = 0.0  # weight of the capture adversary's confusion term (training/adversary.py)
     save_epochs: bool = False  # keep every epoch's checkpoint in epochs/ (see EPOCHS_DIR)
 
 
@@ -99,19 +99,21 @@ def sampling_weights(y: NDArray[np.float32], sources: list[str], balance: str,
 
 Batch = tuple[NDArray[np.float32], NDArray[np.float32]]
 AdversarialBatch = tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.generic]]]
+Adversary = tuple[NDArray[np.float32], NDArray[np.int32], NDArray[np.float32]]
 
 
 class BalancedBatches(keras.utils.PyDataset):
     """Batches drawn with replacement by :func:`sampling_weights`, augmented on the fly.
 
-    With ``adversary`` (``(one-hot labels, source indices)`` of every image) a
-    batch is ``({"image", "label"}, {"score", "source"})`` for the capture
-    adversary's training model; otherwise ``(images, targets)``.
+    With ``adversary`` (one-hot labels, source indices and confusion targets of
+    every image, :mod:`training.adversary`) a batch is ``({"image", "label"},
+    {"score", "source", "confusion"})`` for the capture adversary's training
+    model; otherwise ``(images, targets)``.
     """
 
     def __init__(self, images: NDArray[np.uint8], y: NDArray[np.float32], p: NDArray[np.float64],
                  cfg: TrainConfig, augment_cfg: AugmentConfig,
-                 adversary: tuple[NDArray[np.float32], NDArray[np.int32]] | None = None) -> None:
+                 adversary: Adversary | None = None) -> None:
         super().__init__()
         self.images, self.y, self.p, self.cfg, self.aug = images, y, p, cfg, augment_cfg
         self.adversary = adversary
@@ -135,8 +137,9 @@ class BalancedBatches(keras.utils.PyDataset):
             x = lam[:, :, np.newaxis, np.newaxis] * x + (1 - lam[:, :, np.newaxis, np.newaxis]) * x[other]
             y = lam * y + (1 - lam) * y[other]
         if self.adversary is not None:
-            labels, sources = self.adversary
-            targets: dict[str, NDArray[np.generic]] = {"score": y, "source": sources[idx]}
+            labels, sources, split = self.adversary
+            targets: dict[str, NDArray[np.generic]] = {"score": y, "source": sources[idx],
+                                                       "confusion": split[idx]}
             return {"image": x, "label": labels[idx]}, targets
         return x, y
 
@@ -229,10 +232,11 @@ def learning_rate(cfg: TrainConfig, peak: float,
 
 def _compile(model: keras.Model, lr: float | keras.optimizers.schedules.CosineDecay,
              adversarial: bool = False) -> None:
-    if adversarial:  # the capture adversary's model: score and source heads
+    if adversarial:  # the capture adversary's model: score, source head and confusion
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss={"score": keras.losses.BinaryCrossentropy(),
-                            "source": keras.losses.SparseCategoricalCrossentropy()},
+                            "source": keras.losses.SparseCategoricalCrossentropy(),
+                            "confusion": keras.losses.CategoricalCrossentropy()},
                       metrics={"score": [keras.metrics.AUC(name="auc")],
                                "source": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
         return
@@ -255,9 +259,9 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     adversary, names = None, list[str]()
     if cfg.adversary > 0:
         sources, names = source_index(tr.sources)
-        adversary = (label_one_hot(tr.labels), sources)
-        log.info("capture adversary: strength up to %g, predicting the source among %s given the "
-                 "label", cfg.adversary, ", ".join(names))
+        adversary = (label_one_hot(tr.labels), sources, even_split(tr.labels, tr.sources))
+        log.info("capture adversary: confusion weight up to %g; the head predicts the source "
+                 "among %s given the label", cfg.adversary, ", ".join(names))
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p,
                                                                    zoom=cfg.zoom,
                                                                    fourier_p=cfg.fourier_p,
@@ -271,9 +275,9 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
                      cfg.save_epochs)
     callbacks: list[keras.callbacks.Callback] = [best]
     if adversary is not None:  # trains ``model``'s weights plus the source head
-        fitted, reversal = adversarial_model(model, len(names))
-        callbacks.append(ReversalSchedule(reversal, cfg.adversary, cfg.epochs * cfg.steps_per_epoch,
-                                          cfg.steps_per_epoch))
+        fitted, scale = adversarial_model(model, len(names))
+        callbacks.append(ConfusionSchedule(scale, cfg.adversary, cfg.epochs * cfg.steps_per_epoch,
+                                           cfg.steps_per_epoch))
     else:
         fitted = keras.Model(model.input, model.output["score"])  # shares weights with ``model``
     started = time.time()
