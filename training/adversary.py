@@ -118,6 +118,16 @@ def adversarial_model(model: keras.Model, n_sources: int) -> tuple[keras.Model, 
     return trainer, scale
 
 
+Targets = tuple[NDArray[np.float32], NDArray[np.int32], NDArray[np.float32]]
+"""Per training image: one-hot label, source index, confusion target (an even split)."""
+
+
+def adversary_targets(labels: list[str], sources: list[str]) -> tuple[Targets, list[str]]:
+    """What :class:`training.train.BalancedBatches` hands the adversary, and the source names."""
+    index, names = source_index(sources)
+    return (label_one_hot(labels), index, even_split(labels, sources)), names
+
+
 def label_one_hot(labels: list[str]) -> NDArray[np.float32]:
     """One-hot rows over :data:`training.data.LABELS`."""
     out = np.zeros((len(labels), len(LABELS)), dtype=np.float32)

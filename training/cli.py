@@ -64,8 +64,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "weight from Beta(A, A) (e.g. 0.2; default 0: off)")
     p.add_argument("--adversary", type=float, default=0.0, metavar="W",
                    help="capture adversary: a training-only head predicts each image's source from "
-                        "the features, given its label, and its reversed gradient (strength rising "
-                        "to W, e.g. 0.3) unlearns what tells the sources apart (default 0: off)")
+                        "the features, given its label, and the backbone learns to leave it at "
+                        "chance (weight rising to W, e.g. 1.0), unlearning what tells the sources "
+                        "apart (default 0: off)")
     p.add_argument("--centre-crop", type=int, default=0, metavar="PX",
                    help="the model sees only the central PX x PX pixels of its input (e.g. 160 "
                         "of 224): film borders, collimation and text never reach it (default 0: off)")

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
 
-from training.adversary import ConfusionSchedule, adversarial_model, even_split, label_one_hot, source_index
+from training.adversary import ConfusionSchedule, Targets, adversarial_model, adversary_targets
 from training.architectures import build_model
 from training.augment import AugmentConfig, augment
 from training.data import ImageSet
@@ -99,7 +99,6 @@ def sampling_weights(y: NDArray[np.float32], sources: list[str], balance: str,
 
 Batch = tuple[NDArray[np.float32], NDArray[np.float32]]
 AdversarialBatch = tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.generic]]]
-Adversary = tuple[NDArray[np.float32], NDArray[np.int32], NDArray[np.float32]]
 
 
 class BalancedBatches(keras.utils.PyDataset):
@@ -113,7 +112,7 @@ class BalancedBatches(keras.utils.PyDataset):
 
     def __init__(self, images: NDArray[np.uint8], y: NDArray[np.float32], p: NDArray[np.float64],
                  cfg: TrainConfig, augment_cfg: AugmentConfig,
-                 adversary: Adversary | None = None) -> None:
+                 adversary: Targets | None = None) -> None:
         super().__init__()
         self.images, self.y, self.p, self.cfg, self.aug = images, y, p, cfg, augment_cfg
         self.adversary = adversary
@@ -232,16 +231,14 @@ def learning_rate(cfg: TrainConfig, peak: float,
 
 def _compile(model: keras.Model, lr: float | keras.optimizers.schedules.CosineDecay,
              adversarial: bool = False) -> None:
+    loss: object = keras.losses.BinaryCrossentropy()
+    metrics: object = [keras.metrics.AUC(name="auc")]
     if adversarial:  # the capture adversary's model: score, source head and confusion
-        model.compile(optimizer=keras.optimizers.Adam(lr),
-                      loss={"score": keras.losses.BinaryCrossentropy(),
-                            "source": keras.losses.SparseCategoricalCrossentropy(),
-                            "confusion": keras.losses.CategoricalCrossentropy()},
-                      metrics={"score": [keras.metrics.AUC(name="auc")],
-                               "source": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
-        return
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.BinaryCrossentropy(),
-                  metrics=[keras.metrics.AUC(name="auc")])
+        loss = {"score": loss, "source": keras.losses.SparseCategoricalCrossentropy(),
+                "confusion": keras.losses.CategoricalCrossentropy()}
+        metrics = {"score": metrics,
+                   "source": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=metrics)
 
 
 def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
@@ -256,10 +253,9 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     if cfg.adversary > 0 and cfg.mixup > 0:
         raise ValueError("adversary: cannot be combined with mixup (a blend has no single source)")
     p = sampling_weights(y_tr, tr.sources, cfg.balance, dict(cfg.source_weights))
-    adversary, names = None, list[str]()
+    adversary: Targets | None = None
     if cfg.adversary > 0:
-        sources, names = source_index(tr.sources)
-        adversary = (label_one_hot(tr.labels), sources, even_split(tr.labels, tr.sources))
+        adversary, names = adversary_targets(tr.labels, tr.sources)
         log.info("capture adversary: confusion weight up to %g; the head predicts the source "
                  "among %s given the label", cfg.adversary, ", ".join(names))
     batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p,
@@ -275,7 +271,7 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
                      cfg.save_epochs)
     callbacks: list[keras.callbacks.Callback] = [best]
     if adversary is not None:  # trains ``model``'s weights plus the source head
-        fitted, scale = adversarial_model(model, len(names))
+        fitted, scale = adversarial_model(model, adversary[2].shape[1])
         callbacks.append(ConfusionSchedule(scale, cfg.adversary, cfg.epochs * cfg.steps_per_epoch,
                                            cfg.steps_per_epoch))
     else:
