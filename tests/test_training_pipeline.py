@@ -290,6 +290,60 @@ def test_engine_runs_a_network_shared_by_both_classifiers_once(tiny_models: Path
         float(merged.predict(unit, verbose=0)["score"][0, 0]), abs=2e-3)
 
 
+def test_unpack_writes_an_ensembles_members_back_out(tiny_models: Path, tmp_path: Path) -> None:
+    """unpack: each member of a shipped ensemble as a plain folder (its raw model, its TFLite
+    file byte for byte, its class and run), with the ensemble's inversions; an ensemble rebuilt
+    from them scores as the original."""
+    import shutil
+
+    import keras
+
+    from inference.preprocess import preprocess_gray
+
+    data = write_dataset(tmp_path / "data", labels=("tb", "normal", "pneumonia"), corrupt=0)
+    tb = tmp_path / "tb"
+    shutil.copytree(tiny_models / "tb-vs-normal", tb)
+    assert main(["export", "--model", str(tb), "--data", str(data), "--no-int8"]) == 0
+    shipped = tmp_path / "shipped"
+    pneumonia = tiny_models / "pneumonia-vs-tb"
+    assert main(["ensemble", "--task", "pneumonia-vs-tb", "--members", str(pneumonia),
+                 "--inverted", str(tb), "--data", str(data), "--out", str(shipped),
+                 "--cache", ""]) == 0
+    with pytest.raises(SystemExit, match="is itself an ensemble.*cxr-gateway unpack"):
+        main(["ensemble", "--task", "pneumonia-vs-tb", "--members", f"{shipped},{pneumonia}",
+              "--data", str(data), "--out", str(tmp_path / "nested")])
+    with pytest.raises(SystemExit, match="is not an ensemble"):
+        main(["unpack", "--ensemble", str(tb), "--out", str(tmp_path / "nothing")])
+
+    assert main(["unpack", "--ensemble", str(shipped), "--out", str(tmp_path / "unpacked")]) == 0
+    folders = sorted((tmp_path / "unpacked").iterdir())
+    assert [f.name.split("-", 1)[0] for f in folders] == ["0", "1"]
+    metas = [json.loads((f / "model.json").read_text()) for f in folders]
+    assert [m["positive_label"] for m in metas] == ["pneumonia", "tb"]
+    assert metas[1]["unpacked_from"] == f"{shipped} member 1"
+    listed = json.loads((shipped / "model.json").read_text())["members"]
+    for folder, entry in zip(folders, listed, strict=True):
+        assert (folder / "model.tflite").read_bytes() == (shipped / entry["file"]).read_bytes()
+    assert (folders[1] / "model.tflite").read_bytes() == (tb / "model.tflite").read_bytes()
+    unit = preprocess_gray(phantom(np.random.default_rng(5), "tb"), 64)[None, :, :, None]
+
+    def score(folder: Path) -> float:
+        return float(keras.saving.load_model(folder / "model.keras").predict(unit, verbose=0)
+                     ["score"][0, 0])
+
+    assert score(folders[0]) == pytest.approx(score(pneumonia), abs=1e-6)
+    assert score(folders[1]) == pytest.approx(score(tb), abs=1e-6)  # raw, not inverted
+
+    rebuilt = tmp_path / "rebuilt"
+    assert main(["ensemble", "--task", "pneumonia-vs-tb", "--members", str(folders[0]),
+                 "--inverted", str(folders[1]), "--data", str(data), "--out", str(rebuilt),
+                 "--cache", ""]) == 0
+    assert score(rebuilt) == pytest.approx(score(shipped), abs=1e-6)
+    rebuilt_files = [m["file"] for m in json.loads((rebuilt / "model.json").read_text())["members"]]
+    assert [(rebuilt / f).read_bytes() for f in rebuilt_files] == \
+        [(shipped / m["file"]).read_bytes() for m in listed]
+
+
 def test_ensemble_refuses_a_member_of_the_wrong_class(tiny_models: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="positive class 'tb'.*needs one of \\['pneumonia'\\]"):
         main(["ensemble", "--task", "pneumonia-vs-tb", "--members",

@@ -1,4 +1,4 @@
-"""Subcommands ``train``, ``ensemble``, ``evaluate``, ``export`` and ``train-polarity``.
+"""Subcommands ``train``, ``ensemble``, ``unpack``, ``evaluate``, ``export`` and ``train-polarity``.
 
 ``predict`` lives in :mod:`inference.cli`.
 """
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_export(sub)
     _register_train_polarity(sub)
     _register_ensemble(sub)
+    _register_unpack(sub)
     _register_epochs(sub)
 
 
@@ -287,6 +288,29 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         raise SystemExit(str(err)) from err
     return _run_pipeline(args, TrainConfig(arch=arch, size=size), skip_training=True,
                          ensemble=described)
+
+
+def _register_unpack(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("unpack",
+                       help="write the members of an ensemble folder (e.g. models/tb-vs-normal) "
+                            "back out as plain model folders, to build a new ensemble from them")
+    p.add_argument("--ensemble", type=Path, required=True, help="an ensemble model folder")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the members into")
+    p.set_defaults(func=_cmd_unpack)
+
+
+def _cmd_unpack(args: argparse.Namespace) -> int:
+    from training.ensemble import EnsembleError, unpack
+
+    try:
+        members = unpack(args.ensemble, args.out)
+    except (EnsembleError, OSError) as err:
+        raise SystemExit(str(err)) from err
+    plain = ",".join(str(m.folder) for m in members if not m.inverted)
+    inverted = ",".join(str(m.folder) for m in members if m.inverted)
+    print(f"{len(members)} members of {args.ensemble} written to {args.out}")
+    print(f"  --members {plain}" + (f" --inverted {inverted}" if inverted else ""))
+    return 0
 
 
 def _folders(text: str) -> list[str]:

@@ -82,7 +82,8 @@ def check_members(members: list[Member], task: Task) -> tuple[str, int]:
     for m in members:
         meta = m.meta()
         if "members" in meta:
-            raise EnsembleError(f"members: {m.folder} is itself an ensemble; list its members instead")
+            raise EnsembleError(f"members: {m.folder} is itself an ensemble; list its members "
+                                "instead (`cxr-gateway unpack` writes them out)")
         expected = task.negative if m.inverted else task.positive
         if str(meta["positive_label"]) not in expected:
             role = "inverted member" if m.inverted else "member"
@@ -170,3 +171,48 @@ def export_members(described: tuple[dict[str, object], ...], merged: keras.Model
     log.info("parity of the member-wise LiteRT score: n=%d max|diff|=%.5f", report.n,
              report.max_abs_diff)
     return entries, [report]
+
+
+def unpack(folder: Path, out: Path) -> list[Member]:
+    """Write each member of the ensemble in ``folder`` back out as a plain model folder.
+
+    A shipped ensemble keeps its members inside its merged ``model.keras``
+    (nested models ``member_0``, ``member_1``, ...) and as float32 TFLite files
+    in ``members/``; ``history.json`` records each member's training run. This
+    writes ``out/<i>-<name>-<version>/`` with the member's own ``model.keras``
+    (its raw output, before any inversion), its TFLite file copied byte for
+    byte, a ``model.json`` and its ``history.json`` config, so that a new
+    ensemble can take the shipped members without their original run folders
+    (for example, the shipped TB members plus one newly trained model).
+
+    Returns the members with the inversion the ensemble gave them.
+    """
+    meta: dict[str, object] = json.loads((folder / "model.json").read_text())
+    listed = meta.get("members")
+    if not isinstance(listed, list) or not listed:
+        raise EnsembleError(f"unpack: {folder} is not an ensemble (its model.json lists no members)")
+    history = json.loads((folder / "history.json").read_text()).get("ensemble", [])
+    if len(history) != len(listed):
+        raise EnsembleError(f"unpack: {folder}/history.json describes {len(history)} members, "
+                            f"model.json lists {len(listed)}")
+    merged = keras.saving.load_model(folder / "model.keras", compile=False)
+    unpacked: list[Member] = []
+    for i, (entry, described) in enumerate(zip(listed, history, strict=True)):
+        config = dict(described.get("config") or {})
+        dest = out / f"{i}-{described['name']}-{described['version']}"
+        dest.mkdir(parents=True, exist_ok=True)
+        merged.get_layer(f"member_{i}").save(dest / "model.keras")
+        shutil.copyfile(folder / str(entry["file"]), dest / "model.tflite")
+        positive = str(described["positive_label"])
+        member_meta = {
+            "name": described["name"], "version": described["version"], "task": described["task"],
+            "positive_label": positive, "architecture": config.get("arch", meta["architecture"]),
+            "input_size": int(config.get("size", meta["input_size"])),
+            "file": "model.tflite", "tflite_variant": "float32", "command": described.get("command"),
+            "unpacked_from": f"{folder} member {i}"}
+        (dest / "model.json").write_text(json.dumps(member_meta, indent=2))
+        (dest / "history.json").write_text(json.dumps({"config": config, "epochs": []}, indent=2))
+        unpacked.append(Member(dest, inverted=bool(entry.get("inverted", False))))
+        log.info("member %d (%s %s%s) written to %s", i, described["name"], described["version"],
+                 ", inverted" if entry.get("inverted") else "", dest)
+    return unpacked
