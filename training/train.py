@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -208,13 +209,17 @@ class BestByAuc(keras.callbacks.Callback):
         log.info("epoch %d: loss %.4f val_auc %.4f worst source %.4f (%s; score spread %.3f, lr %.2g)",
                  epoch + 1, (logs or {}).get("loss", math.nan), auc, worst,
                  ", ".join(f"{n} {v:.4f}" for n, v in per_source.items()), spread, lr)
+        checkpoint = None
         if self.save_epochs:
             checkpoint = epoch_checkpoint(self.path.parent, epoch + 1)
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             self.full.save(checkpoint)
         if worst > self.best + 1e-4:
             self.best, self.best_epoch = worst, epoch + 1
-            self.full.save(self.path)
+            if checkpoint is None:
+                self.full.save(self.path)
+            else:  # the same model just saved: copy it rather than serialise it twice
+                shutil.copyfile(checkpoint, self.path)
         elif epoch + 1 - self.best_epoch >= self.patience:
             log.info("early stop: no worst-source val_auc gain for %d epochs", self.patience)
             self.model.stop_training = True
