@@ -32,6 +32,7 @@ from tests.dicom_factory import make_chest, write  # noqa: E402
 from tests.gateway_harness import (  # noqa: E402
     OWN_AE,
     GatewayProcess,
+    dcmtk_tool,
     free_port,
     gateway_config,
 )
@@ -52,7 +53,7 @@ def make_files(folder: Path, count: int, size: int) -> list[Path]:
 def send(port: int, files: list[Path], called: str) -> float:
     """Seconds storescu needs to send every file on one association."""
     start = time.perf_counter()
-    done = subprocess.run(["storescu", "-aec", called, "127.0.0.1", str(port),
+    done = subprocess.run([dcmtk_tool("storescu") or "storescu", "-aec", called, "127.0.0.1", str(port),
                            *map(str, files)], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
@@ -64,7 +65,7 @@ def storescp_rate(work: Path, files: list[Path]) -> float:
     out = work / "storescp"
     out.mkdir()
     port = free_port()
-    server = subprocess.Popen(["storescp", "-od", str(out), str(port)],
+    server = subprocess.Popen([dcmtk_tool("storescp") or "storescp", "-od", str(out), str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)

@@ -212,18 +212,19 @@ def store(port: int, items: Iterable[Dataset | Path], calling: str = "TESTSCU",
     return statuses
 
 
-def dcmtk_tool(name: str) -> str:
-    """DCMTK's ``name`` on PATH, skipping the virtual environment's bin folder: pynetdicom
-    3.0.4 installs its own ``storescu``, ``echoscu``, ... there, with other options."""
-    own = Path(sys.prefix) / "bin"
+def dcmtk_tool(name: str) -> str | None:
+    """DCMTK's ``name`` on PATH (None when DCMTK is not installed), skipping the virtual
+    environment's bin folder: pynetdicom 3.0.4 installs its own ``storescu``, ``echoscu``, ...
+    there, with other options."""
+    own = (Path(sys.prefix) / "bin").resolve()
     path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
-                           if d and Path(d).resolve() != own.resolve())
-    return shutil.which(name, path=path) or name
+                           if d and Path(d).resolve() != own)
+    return shutil.which(name, path=path)
 
 
 def run_dcmtk(args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([dcmtk_tool(args[0]), *args[1:]], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([dcmtk_tool(args[0]) or args[0], *args[1:]], capture_output=True,
+                          text=True, timeout=timeout)
 
 
 STORESCU_PROPOSAL = {

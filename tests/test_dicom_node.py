@@ -34,6 +34,7 @@ from tests.gateway_harness import (
     OWN_AE,
     STORESCU_PROPOSAL,
     GatewayProcess,
+    dcmtk_tool,
     echo,
     free_port,
     gateway_config,
@@ -46,7 +47,7 @@ from tests.gateway_harness import (
 pytestmark = pytest.mark.slow
 
 def _need_dcmtk() -> None:
-    if shutil.which("storescu") is None:
+    if dcmtk_tool("storescu") is None:
         pytest.skip("DCMTK (Debian package dcmtk) is not installed")
 
 

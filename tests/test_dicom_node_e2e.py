@@ -7,7 +7,6 @@ Skipped, with the reason, while ``models/tb-vs-normal`` or
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -24,6 +23,7 @@ from tests.gateway_harness import (
     GATEWAY,
     OWN_AE,
     GatewayProcess,
+    dcmtk_tool,
     echo,
     free_port,
     gateway_config,
@@ -39,7 +39,7 @@ PENDING = "SELECT COUNT(*) FROM instances WHERE state IN ('queued', 'classifying
 
 def classifying_gateway(folder: Path, workers: int = 1) -> GatewayProcess:
     models = require_shipped_models()
-    if shutil.which("storescu") is None:
+    if dcmtk_tool("storescu") is None:
         pytest.skip("DCMTK (Debian package dcmtk) is not installed")
     config = gateway_config(folder, free_port(), inference={
         "workers": workers, "models_dir": str(models), "threads_per_model": 1})

@@ -12,7 +12,14 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tests.dicom_factory import make_chest, write
-from tests.gateway_harness import OWN_AE, GatewayProcess, free_port, gateway_config, run_dcmtk
+from tests.gateway_harness import (
+    OWN_AE,
+    GatewayProcess,
+    dcmtk_tool,
+    free_port,
+    gateway_config,
+    run_dcmtk,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +44,7 @@ def make_pki(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    if shutil.which("openssl") is None or shutil.which("echoscu") is None:
+    if shutil.which("openssl") is None or dcmtk_tool("echoscu") is None:
         pytest.skip("openssl and DCMTK (Debian packages openssl, dcmtk) are needed")
     folder = tmp_path_factory.mktemp("tls")
     pki = make_pki(folder)

@@ -97,13 +97,18 @@ def check_members(members: list[Member], task: Task) -> tuple[str, int]:
     return "+".join(sorted(archs)), sizes.pop()
 
 
+def member_layer(i: int) -> str:
+    """Name of member ``i``'s nested model inside the merged ``model.keras``."""
+    return f"member_{i}"
+
+
 def merge(members: list[Member], size: int) -> keras.Model:
     """One Keras model whose ``score``/``cam`` are the means over the members' (inverted) outputs."""
     inp = keras.Input((size, size, 1), name="image")
     scores, cams = [], []
     for i, member in enumerate(members):
         model = keras.saving.load_model(member.folder / "model.keras", compile=False)
-        model.name = f"member_{i}"
+        model.name = member_layer(i)
         out = model(inp)
         score, cam = out["score"], out["cam"]
         if member.inverted:
@@ -201,12 +206,12 @@ def unpack(folder: Path, out: Path) -> list[Member]:
         config = dict(described.get("config") or {})
         dest = out / f"{i}-{described['name']}-{described['version']}"
         dest.mkdir(parents=True, exist_ok=True)
-        merged.get_layer(f"member_{i}").save(dest / "model.keras")
+        merged.get_layer(member_layer(i)).save(dest / "model.keras")
         shutil.copyfile(folder / str(entry["file"]), dest / "model.tflite")
-        positive = str(described["positive_label"])
-        member_meta = {
+        member_meta = {  # export_members always writes float32 member files
             "name": described["name"], "version": described["version"], "task": described["task"],
-            "positive_label": positive, "architecture": config.get("arch", meta["architecture"]),
+            "positive_label": str(described["positive_label"]),
+            "architecture": config.get("arch", meta["architecture"]),
             "input_size": int(config.get("size", meta["input_size"])),
             "file": "model.tflite", "tflite_variant": "float32", "command": described.get("command"),
             "unpacked_from": f"{folder} member {i}"}
