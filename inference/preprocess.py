@@ -12,14 +12,20 @@ instead of the disease (see "Known traps" in the data README):
    grey (black or white bars, the canvas a radiograph was pasted or scanned
    onto) are cut away, so that a padded image of a normal chest does not look
    like a framed film (the scanned TB films of the training data);
-2. crop a fixed margin (film borders, collimator edges, burned-in text sit
+2. trim the dark surround: columns (rows) at the edges that are mostly air
+   outside the body, the dark region connected to the image edge, are cut
+   away, so that a wide field of view (a digital radiograph with black sides,
+   arms and shoulders) is framed like a tight one (the scanned films); in the
+   training data the TB images are tightly framed and the normals are not, so
+   a model learns "dark sides = normal" unless they are gone;
+3. crop a fixed margin (film borders, collimator edges, burned-in text sit
    there far more often than lung);
-3. resize to the model input with area interpolation (size-independent; a
+4. resize to the model input with area interpolation (size-independent; a
    large image is first block-averaged by a whole factor, OpenCV's fast
    integer path; ``benchmarks/inference_speed.py`` prints the preprocessing time);
-4. percentile window (0.5 %–99.5 %) to [0, 1] (bit-depth and exposure
+5. percentile window (0.5 %–99.5 %) to [0, 1] (bit-depth and exposure
    independent; a 10-bit and a 16-bit image of the same content agree);
-5. CLAHE (contrast-limited adaptive histogram equalisation), which evens out
+6. CLAHE (contrast-limited adaptive histogram equalisation), which evens out
    the global contrast of film photographs and digital radiographs.
 """
 
@@ -34,6 +40,9 @@ CROP_MARGIN = 0.06
 PAD_TOLERANCE = 0.02  # a padding row/column varies by less than 2 % of the image's grey range
 PAD_LIMIT = 0.25  # at most a quarter of the height (width) is trimmed from each side
 PAD_PROBE = 256  # padding is looked for on a subsample of about this many pixels a side
+SURROUND_PROBE = 128  # the dark surround is looked for on a probe of this many pixels a side
+SURROUND_DARK = 0.12  # surround: darker than 12 % of the probe's 0.5-99.5 percentile range ...
+SURROUND_SHARE = 0.5  # ... and connected to the edge; a column (row) more than half surround goes
 FAST_RESIZE_HEADROOM = 3  # block-average a large image down to >= 3x the model input first
 WINDOW_PERCENTILES = (0.5, 99.5)
 CLAHE_CLIP_LIMIT = 2.0
@@ -86,6 +95,50 @@ def trim_padding(gray: NDArray[np.float32], tolerance: float = PAD_TOLERANCE,
     # ends before the first flat one, so cut no further (up to k - 1 pixels of padding stay)
     y0, x0 = (top - 1) * k + 1 if top else 0, (left - 1) * k + 1 if left else 0
     return gray[y0: min(h, bottom * k), x0: min(w, right * k)]
+
+
+def _probe(gray: NDArray[np.float32], size: int) -> NDArray[np.float32]:
+    """A ``size`` x ``size`` area-resized view of ``gray``, strided first when it is large."""
+    k = max(1, min(gray.shape) // (2 * size))
+    return np.asarray(cv2.resize(gray[::k, ::k], (size, size), interpolation=cv2.INTER_AREA), np.float32)
+
+
+def surround_mask(gray: NDArray[np.float32], dark: float = SURROUND_DARK,
+                  probe: int = SURROUND_PROBE) -> NDArray[np.bool_]:
+    """The dark surround of ``gray`` on a ``probe``-pixel grid: dark pixels connected to the edge.
+
+    Dark means below ``dark`` of the probe's 0.5–99.5 percentile range, so the
+    rule is bit-depth and exposure independent. Air outside the body (black
+    sides, the corners above the shoulders) is connected to the edge; the
+    lungs are not, the body's soft tissue lies between.
+    """
+    small = _probe(gray, probe)
+    low, high = np.percentile(small, WINDOW_PERCENTILES)
+    if high - low <= 0:
+        return np.zeros(small.shape, bool)
+    dark_px = ((small - low) < dark * (high - low)).astype(np.uint8)
+    _, labels = cv2.connectedComponents(dark_px, connectivity=4)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, edge[edge > 0])
+
+
+def trim_surround(gray: NDArray[np.float32], share: float = SURROUND_SHARE,
+                  limit: float = PAD_LIMIT) -> NDArray[np.float32]:
+    """Cut the edge columns and rows of ``gray`` that are mostly dark surround (air outside the body).
+
+    A column (row) goes when more than ``share`` of it is in :func:`surround_mask`;
+    cuts run inwards from each edge and stop at the first column (row) that is
+    not, at most ``limit`` of each side. Found on a small probe, so the cost
+    does not grow with the image; the cut is rounded down to whole pixels.
+    """
+    mask = surround_mask(gray)
+    h, w = gray.shape
+    p = mask.shape[0]
+    most = int(p * limit)
+    cols, rows = mask.mean(axis=0) > share, mask.mean(axis=1) > share
+    top, bottom = _flat_run(rows, most), _flat_run(rows[::-1], most)
+    left, right = _flat_run(cols, most), _flat_run(cols[::-1], most)
+    return gray[top * h // p: h - bottom * h // p, left * w // p: w - right * w // p]
 
 
 def crop_margin(gray: NDArray[np.float32], margin: float = CROP_MARGIN) -> NDArray[np.float32]:
@@ -144,7 +197,7 @@ def preprocess_gray(gray: NDArray[np.generic], size: int = DEFAULT_INPUT_SIZE) -
         raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
     if min(gray.shape) < 32:
         raise PreprocessError(f"image too small ({gray.shape[1]}x{gray.shape[0]} pixels)")
-    cropped = crop_margin(trim_padding(gray.astype(np.float32, copy=False)))
+    cropped = crop_margin(trim_surround(trim_padding(gray.astype(np.float32, copy=False))))
     return equalise(percentile_window(area_resize(cropped, size)))
 
 

@@ -74,13 +74,14 @@ def test_every_bit_depth_gives_back_the_phantom(bits: int, signed: bool) -> None
     np.testing.assert_allclose(out, PHANTOM, atol=0.51 / ((1 << bits) - 1) + 1e-6)
 
 
-@pytest.mark.parametrize("bits, mean_levels, p99_levels", [(8, 1.5, 8), (10, 0.5, 3), (12, 0.2, 3)])
+@pytest.mark.parametrize("bits, mean_levels, p99_levels", [(8, 2.0, 12), (10, 0.6, 3), (12, 0.3, 3)])
 def test_bit_depths_give_the_same_model_input(bits: int, mean_levels: float,
                                               p99_levels: float) -> None:
     """Against 16 bits, in 8-bit grey levels of the model input; CLAHE amplifies the
     quantisation of flat 8-bit regions, hence the wider 8-bit tolerance. The phantom's flat
-    background is trimmed as padding, so the window spans its body only, a narrower grey
-    range in which 10- and 12-bit steps show more after CLAHE (p99 3 levels, mean < 0.2)."""
+    background is trimmed as padding and its dark sides as surround, so the window spans
+    its body only, a narrower grey range in which the steps of fewer bits show more after
+    CLAHE (measured: 8 bits mean 1.56 / p99 11 levels, 10 bits 0.49 / 3, 12 bits 0.26 / 3)."""
     diff = np.abs(preprocess_gray(gray(bits_stored=bits)) - preprocess_gray(gray(bits_stored=16)))
     assert diff.mean() * 255 < mean_levels
     assert np.percentile(diff, 99) * 255 < p99_levels + 0.01

@@ -9,10 +9,14 @@ import pytest
 
 from inference.preprocess import (
     PreprocessError,
+    area_resize,
     crop_margin,
+    equalise,
     percentile_window,
     preprocess_gray,
+    surround_mask,
     trim_padding,
+    trim_surround,
 )
 from tests.synthetic_cxr import phantom
 
@@ -163,3 +167,51 @@ def test_a_padded_radiograph_preprocesses_like_the_unpadded_one() -> None:
     assert all(0 <= t - c <= 2 * 10 for t, c in zip(trim_padding(big).shape, big_content.shape, strict=True))
     # what stays is a few pixels of the 2400-pixel content's scale (untrimmed: about 0.29)
     assert np.abs(preprocess_gray(big, 128) - preprocess_gray(big_content, 128)).mean() < 0.05
+
+
+def _surrounded(content: np.ndarray, left: int, right: int, top: int = 0, seed: int = 9) -> np.ndarray:
+    """``content`` on a dark, noisy field (air outside the body): not flat, so not padding."""
+    h, w = content.shape
+    rng = np.random.default_rng(seed)
+    out = rng.normal(12.0, 4.0, (h + top, w + left + right)).clip(0, 255).astype(np.float32)
+    out[top:, left: left + w] = content
+    return out
+
+
+def test_trim_surround_cuts_dark_sides_and_keeps_the_enclosed_lungs() -> None:
+    content = phantom(np.random.default_rng(11), "normal", 300).astype(np.float32)
+    # the phantom's lungs are dark but enclosed by the body: not surround, nothing cut
+    assert not surround_mask(content).any()
+    assert trim_surround(content).shape == content.shape
+    wide = _surrounded(content, left=90, right=60, top=30)
+    assert trim_padding(wide).shape == wide.shape  # noisy: the padding trim leaves it
+    out = trim_surround(wide)
+    # cut to the body, to within one probe cell (390 / 128 = 3 pixels), never into it
+    assert 0 <= out.shape[1] - 300 <= 2 * 4 and 0 <= out.shape[0] - 300 <= 4
+    # bit-depth independent: the same cut on a 16-bit copy
+    assert trim_surround(np.round(wide * 257)).shape == out.shape
+
+
+def test_trim_surround_needs_most_of_a_column_dark() -> None:
+    content = phantom(np.random.default_rng(12), "normal", 300).astype(np.float32)
+    img = content.copy()
+    img[:120, :40] = 5.0  # a dark corner above the shoulder: 40 % of those columns
+    assert trim_surround(img).shape == img.shape
+    img[:200, :40] = 5.0  # two thirds of the columns: air beside the body
+    assert trim_surround(img).shape[1] < 300
+
+
+def test_trim_surround_never_takes_more_than_a_quarter_per_side() -> None:
+    content = phantom(np.random.default_rng(13), "normal", 200).astype(np.float32)
+    wide = _surrounded(content, left=400, right=0)
+    h, w = trim_surround(wide).shape
+    assert h == 200 and w >= wide.shape[1] * 3 // 4 - 1
+
+
+def test_a_wide_field_radiograph_preprocesses_like_the_tight_one() -> None:
+    content = phantom(np.random.default_rng(14), "tb", 300).astype(np.float32)
+    wide = _surrounded(content, left=80, right=80)
+    tight, framed = preprocess_gray(content, 128), preprocess_gray(wide, 128)
+    # the same steps without the surround trim: the dark sides stay in the model input
+    untrimmed = equalise(percentile_window(area_resize(crop_margin(trim_padding(wide)), 128)))
+    assert np.abs(framed - tight).mean() < 0.05 < np.abs(untrimmed - tight).mean()

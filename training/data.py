@@ -180,7 +180,7 @@ def load_split_cached(records: list[Record], split: str, size: int, cache_dir: P
     if cache_dir is None:
         return load_images(chosen, size)
     key = hashlib.sha256(
-        ("|".join(f"{r.path}:{r.label}:{r.source}" for r in chosen) + f"#{size}#v4").encode()
+        ("|".join(f"{r.path}:{r.label}:{r.source}" for r in chosen) + f"#{size}#v5").encode()
     ).hexdigest()[:16]
     cache = cache_dir / f"{split}-{size}-{key}.npz"
     if cache.exists():
