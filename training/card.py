@@ -107,7 +107,9 @@ def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
 | command | `{info.command}` |
 
 Preprocessing (shared by training and serving, `inference/preprocess.py`): uniform padding
-trimmed (flat rows and columns at the edges, at most a quarter per side), 6% margin crop,
+trimmed (flat rows and columns at the edges, at most a quarter per side), dark surround
+trimmed (edge columns and rows more than half air outside the body, at most a quarter per
+side), 6% margin crop,
 area resize (a large radiograph block-averaged by a whole factor first), 0.5–99.5 percentile
 window, CLAHE.
 
