@@ -39,7 +39,7 @@ from inference.pixels import (
     presentation_table,
     stored_values,
 )
-from inference.preprocess import preprocess_gray, trim_padding
+from inference.preprocess import preprocess_gray, trim_padding, trim_surround
 from tests.conftest import require_shared_data
 from tests.dicom_factory import (
     ALL_SYNTAXES,
@@ -394,6 +394,18 @@ def test_real_chest_samples_have_no_padding_to_trim(name: str) -> None:
     """Real radiographs without a canvas keep every pixel (air at the edge is not flat)."""
     out = dicom_to_gray(_sample(name))
     assert trim_padding(out).shape == out.shape
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", [
+    "chest/cr-jpeg-baseline-mono2.dcm", "chest/cr-mono1-10bit-no-file-meta.dcm",
+    "chest/dx-implicit-vr-8bit.dcm",
+])
+def test_real_chest_samples_keep_the_chest_after_the_surround_trim(name: str) -> None:
+    """These radiographs are framed to the chest: the surround trim takes at most a sliver."""
+    out = dicom_to_gray(_sample(name))
+    h, w = trim_surround(out).shape
+    assert h >= 0.95 * out.shape[0] and w >= 0.95 * out.shape[1]
 
 
 @pytest.mark.realdata
