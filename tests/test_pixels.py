@@ -385,11 +385,14 @@ def test_real_samples_decode(name: str) -> None:
     assert preprocess_gray(out).shape == (224, 224)
 
 
-@pytest.mark.realdata
-@pytest.mark.parametrize("name", [
+CHEST_SAMPLES = [
     "chest/cr-jpeg-baseline-mono2.dcm", "chest/cr-mono1-10bit-no-file-meta.dcm",
     "chest/dx-implicit-vr-8bit.dcm",
-])
+]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", CHEST_SAMPLES)
 def test_real_chest_samples_have_no_padding_to_trim(name: str) -> None:
     """Real radiographs without a canvas keep every pixel (air at the edge is not flat)."""
     out = dicom_to_gray(_sample(name))
@@ -397,10 +400,7 @@ def test_real_chest_samples_have_no_padding_to_trim(name: str) -> None:
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("name", [
-    "chest/cr-jpeg-baseline-mono2.dcm", "chest/cr-mono1-10bit-no-file-meta.dcm",
-    "chest/dx-implicit-vr-8bit.dcm",
-])
+@pytest.mark.parametrize("name", CHEST_SAMPLES)
 def test_real_chest_samples_keep_the_chest_after_the_surround_trim(name: str) -> None:
     """These radiographs are framed to the chest: the surround trim takes at most a sliver."""
     out = dicom_to_gray(_sample(name))
