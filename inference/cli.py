@@ -15,8 +15,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = {".dcm", ".dicom", ""}
-
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("predict", help="classify PNG, JPEG or DICOM files with both classifiers")
@@ -26,26 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_cmd_predict)
 
 
-def _is_dicom(path: Path) -> bool:
-    with path.open("rb") as fh:
-        head = fh.read(132)
-    return head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES
-
-
 def predict_file(engine: InferenceEngine, path: Path) -> Prediction:
     """Classify one file; DICOM goes through the quality gate first, every image through
     the grey-scale polarity check."""
-    from inference.pixels import PixelError, dicom_to_gray, file_to_gray, load_dicom
-    from inference.quality import check_quality
+    from inference.pixels import PixelError
+    from inference.quality import file_to_checked_gray
 
-    if _is_dicom(path):
-        ds = load_dicom(path)
-        verdict = check_quality(ds)
-        if not verdict.ok:
-            raise PixelError(verdict.reason)
-        gray = dicom_to_gray(ds)
-    else:
-        gray = file_to_gray(path)
+    gray = file_to_checked_gray(path)
     pixel_verdict = engine.check_pixels(gray)
     if pixel_verdict is not None:
         raise PixelError(pixel_verdict.reason)

@@ -36,6 +36,7 @@ import logging
 import os
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Final
 
 import cv2
@@ -147,6 +148,16 @@ def _syntax_from_encoding(ds: Dataset) -> UID:
 
 def _name(source: str | os.PathLike[str] | bytes) -> str:
     return f"{len(source)} bytes" if isinstance(source, bytes) else os.fspath(source)
+
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ""}
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """A file with the PS3.10 ``DICM`` marker, or named like a DICOM file (``.dcm``, no suffix)."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    return head[128:132] == b"DICM" or Path(path).suffix.lower() in DICOM_SUFFIXES
 
 
 def file_to_gray(path: str | os.PathLike[str]) -> NDArray[np.float32]:

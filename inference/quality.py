@@ -27,6 +27,7 @@ grey scale looks inverted (a wrong Photometric Interpretation).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+import numpy as np
+from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
@@ -47,7 +50,14 @@ from pydicom.uid import (
 )
 
 from inference.own_outputs import gateway_mark
-from inference.pixels import PixelError, pixel_format
+from inference.pixels import (
+    PixelError,
+    dicom_to_gray,
+    file_to_gray,
+    is_dicom_file,
+    load_dicom,
+    pixel_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +157,19 @@ def check_quality(ds: Dataset, min_side: int = MIN_SIDE,
         log.warning("unreadable header: %s: %s", type(err).__name__, err)
         why = f"a header attribute cannot be read ({type(err).__name__}: {err})"
         return QualityVerdict.skip(GateCode.UNREADABLE, why)
+
+
+def file_to_checked_gray(path: str | os.PathLike[str]) -> NDArray[np.float32]:
+    """Grey levels in [0, 1] of a PNG, JPEG or DICOM file, as ``predict`` and the
+    calibration read them: a DICOM file must pass :func:`check_quality` first.
+    Raises :class:`PixelError` with the reason when the file cannot be used."""
+    if not is_dicom_file(path):
+        return file_to_gray(path)
+    ds = load_dicom(path)
+    verdict = check_quality(ds)
+    if not verdict.ok:
+        raise PixelError(f"{os.fspath(path)}: {verdict.reason.removeprefix('skipped: ')}")
+    return dicom_to_gray(ds)
 
 
 def verdict_for_pixel_error(error: PixelError) -> QualityVerdict:

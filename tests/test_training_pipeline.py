@@ -462,3 +462,52 @@ def test_epochs_command_scores_every_saved_epoch(tmp_path: Path,
     assert "| 2 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="save-epochs"):
         main(["epochs", "--run", str(tmp_path), "--data", str(data)])
+
+
+def test_calibrate_command(tiny_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A site's cases (PNG and DICOM; a lateral DICOM refused by the gate, named in the log)
+    give a threshold by the rule, cross-calibrated figures, and the config line the
+    gateway then serves."""
+    import csv
+
+    import yaml
+
+    from inference.engine import InferenceEngine
+    from tests.dicom_factory import make_chest, make_lateral, write
+
+    data = write_dataset(tmp_path / "site", per_class=16, corrupt=0, seed=4)
+    write(make_chest(), data / "tb" / "chest.dcm")
+    write(make_lateral(), data / "tb" / "lateral.dcm")
+    with (data / "labels.csv").open("a", newline="") as fh:
+        csv.writer(fh).writerows([("tb/chest.dcm", "tb", "synthetic-tb", "test"),
+                                  ("tb/lateral.dcm", "tb", "synthetic-tb", "test")])
+    out = tmp_path / "calibration"
+    folder = tiny_models / "tb-vs-normal"
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert main(["calibrate", "--model", str(folder), "--data", str(data), "--out", str(out),
+                     "--threshold-target", "0.9"]) == 0
+    assert "lateral.dcm" in caplog.text and "chest.dcm:" not in caplog.text
+    cal = json.loads((out / "calibration.json").read_text())
+    assert (cal["n_positive"], cal["n_negative"]) == (17, 16)  # 16 PNGs + the frontal DICOM
+    assert cal["in_sample"]["sensitivity"] >= 0.9
+    assert "site sensitivity >= 0.90" in cal["rule"]
+    assert cal["shipped"]["threshold"] == pytest.approx(
+        json.loads((folder / "model.json").read_text())["threshold"], abs=1e-6)
+    assert cal["cross"]["tp"] + cal["cross"]["fn"] == 17 and len(cal["fold_thresholds"]) == 5
+    assert any("only 17 tb cases" in w for w in cal["warnings"])
+    for name in ("calibration.md", "report.json", "roc.png"):
+        assert (out / name).is_file(), name
+    printed = capsys.readouterr().out
+    snippet = yaml.safe_load(printed.split("```yaml")[1].split("```")[0])
+    assert snippet == {"inference": {"thresholds": {"tb-vs-normal": cal["threshold"]}}}
+    engine = InferenceEngine.from_models_dir(tiny_models, snippet["inference"]["thresholds"])
+    assert engine.tb.threshold == pytest.approx(cal["threshold"])
+
+
+def test_calibrate_refuses_too_few_cases(tiny_models: Path, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "few", per_class=6, corrupt=0)
+    with pytest.raises(SystemExit, match="at least 10 of each are needed"):
+        main(["calibrate", "--model", str(tiny_models / "tb-vs-normal"), "--data", str(data),
+              "--out", str(tmp_path / "out")])

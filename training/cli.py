@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_train(sub)
     _register_evaluate(sub)
+    _register_calibrate(sub)
     _register_export(sub)
     _register_train_polarity(sub)
     _register_ensemble(sub)
@@ -222,6 +223,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_folder(args.model, args.data, args.split, args.out, views)
     overall = report["sets"][args.split]["overall"]  # type: ignore[index]
     print(json.dumps({k: overall[k] for k in ("n", "roc_auc", "recall", "specificity")}, default=float))
+    return 0
+
+
+def _register_calibrate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("calibrate",
+                       help="choose a model's operating threshold on a site's own verified cases "
+                            "(cross-calibrated), and print the inference.thresholds setting")
+    p.add_argument("--model", type=Path, required=True,
+                   help="model folder with model.json (e.g. models/tb-vs-normal)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="the site's cases: labels.csv (path,label[,source,split]) or a folder per "
+                        "class (normal/, tb/, pneumonia/); PNG, JPEG or DICOM")
+    p.add_argument("--split", default="all", help="train, val, test or all (default: all)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for calibration.json/.md, report and plots")
+    p.add_argument("--threshold-rule", choices=("sensitivity", "specificity"),
+                   help="what the threshold bounds on the site's cases (default: the task's, "
+                        "sensitivity for tb-vs-normal, specificity for pneumonia-vs-tb)")
+    p.add_argument("--threshold-target", type=float,
+                   help="the rule's target on every source of the bounded class (default 0.95; "
+                        "e.g. 0.90 for the WHO triage sensitivity)")
+    p.add_argument("--folds", type=int, default=5, help="cross-calibration folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from training.calibrate import CalibrationError, calibrate, calibration_markdown, write_calibration
+    from training.data import DataError
+
+    try:
+        cal, result = calibrate(args.model, args.data, args.split, _parse_target(args.threshold_target),
+                                args.threshold_rule, args.folds, args.seed)
+    except (CalibrationError, DataError) as err:
+        raise SystemExit(f"calibrate: {err}") from err
+    write_calibration(cal, result, args.out)
+    print(calibration_markdown(cal))
     return 0
 
 

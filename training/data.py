@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from inference.pixels import PixelError, file_to_gray
+from inference.pixels import PixelError
 from inference.preprocess import PreprocessError, preprocess_gray
+from inference.quality import file_to_checked_gray
 
 log = logging.getLogger(__name__)
 
 LABELS = ("normal", "pneumonia", "tb")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 FOLDER_ALIASES = {
     "normal": "normal",
     "no_finding": "normal",
@@ -136,30 +137,29 @@ def stratified_split(records: list[Record], seed: int, val_fraction: float,
     return out
 
 
-def load_gray(path: Path) -> NDArray[np.float32] | None:
-    """Read an image file as grayscale in [0, 1], or ``None`` when it is unreadable.
+def load_gray(path: Path) -> NDArray[np.float32]:
+    """Read an image file (PNG, JPEG, ... or DICOM) as grayscale in [0, 1].
 
-    The serving path's own reader (:func:`inference.pixels.file_to_gray`), so a
-    PNG/JPEG reaches ``preprocess_gray`` identically in training and serving.
+    The serving path's own reader (:func:`inference.quality.file_to_checked_gray`),
+    so a file reaches ``preprocess_gray`` identically in training and serving, and a
+    DICOM file the gateway would not classify (not a frontal chest radiograph, an
+    unsupported pixel format) is refused here too. Raises :class:`PixelError` with
+    the reason.
     """
     if not path.is_file():
-        return None
-    try:
-        return file_to_gray(path)
-    except PixelError:
-        return None
+        raise PixelError(f"{path}: no such file")
+    return file_to_checked_gray(path)
 
 
 def load_images(records: list[Record], size: int) -> ImageSet:
     """Read and preprocess every record; skip (and log) the unreadable ones."""
     images, kept, skipped = [], [], []
     for r in records:
-        gray = load_gray(r.path)
-        if gray is None:
-            skipped.append(f"{r.path}: unreadable or not an image")
-            continue
         try:
-            unit = preprocess_gray(gray, size)
+            unit = preprocess_gray(load_gray(r.path), size)
+        except PixelError as err:
+            skipped.append(str(err))
+            continue
         except PreprocessError as err:
             skipped.append(f"{r.path}: {err}")
             continue

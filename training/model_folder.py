@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from inference.engine import TfliteModel
 from inference.registry import ModelSpec
 from training.data import Record, load_images, read_records
-from training.evaluate import as_model_input, score_set, write_report
+from training.evaluate import SetResult, as_model_input, score_set, write_report
 from training.export import export_model
 from training.tasks import TASKS
 from training.train import task_subset
@@ -25,10 +25,11 @@ def records_for(data: Path, split: str) -> list[Record]:
     return records if split == "all" else [r for r in records if r.split == split]
 
 
-def evaluate_folder(model_dir: Path, data: Path, split: str, out: Path,
-                    views: tuple[str, ...] | None = None) -> dict[str, object]:
-    """Evaluate the shipped TFLite model of ``model_dir`` on ``data`` (one split or all);
-    ``views`` replaces the model's test-time views (to measure what views do)."""
+def score_folder(model_dir: Path, data: Path, split: str,
+                 views: tuple[str, ...] | None = None) -> tuple[ModelSpec, SetResult]:
+    """Score the images of ``data`` (one split or all) that belong to the task of
+    ``model_dir`` with its served TFLite model, at its stored threshold; ``views``
+    replaces the model's test-time views."""
     spec = ModelSpec.load(model_dir)
     if views is not None:
         spec = dataclasses.replace(spec, views=views)
@@ -38,9 +39,15 @@ def evaluate_folder(model_dir: Path, data: Path, split: str, out: Path,
     def scorer(x: NDArray[np.float32]) -> NDArray[np.float32]:
         return np.array([model.run(img[..., 0])[0] for img in x], dtype=np.float32)
 
-    task = TASKS[spec.task]
-    result = score_set(split, images, task, scorer, spec.threshold)
-    return write_report([result], task, spec.threshold, out,
+    return spec, score_set(split, images, TASKS[spec.task], scorer, spec.threshold)
+
+
+def evaluate_folder(model_dir: Path, data: Path, split: str, out: Path,
+                    views: tuple[str, ...] | None = None) -> dict[str, object]:
+    """Evaluate the shipped TFLite model of ``model_dir`` on ``data`` (one split or all);
+    ``views`` replaces the model's test-time views (to measure what views do)."""
+    spec, result = score_folder(model_dir, data, split, views)
+    return write_report([result], TASKS[spec.task], spec.threshold, out,
                         {"model": spec.name, "version": spec.version, "views": list(spec.views)})
 
 

@@ -74,10 +74,11 @@ class PipelineArgs:
 
 def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
                      sources: list[str], target: float | None = None,
-                     kind: str | None = None) -> tuple[float, str]:
+                     kind: str | None = None, where: str = "validation") -> tuple[float, str]:
     """Operating threshold on validation scores by the task's documented rule (worst source);
     ``target`` replaces the rule's sensitivity or specificity (``--threshold-target``) and
-    ``kind`` which of the two it bounds (``--threshold-rule``)."""
+    ``kind`` which of the two it bounds (``--threshold-rule``); ``where`` names the scored
+    set in the rule's description (``site``: a hospital's own cases, ``calibrate``)."""
     default_kind, default = THRESHOLD_RULES[task]
     kind = kind or default_kind
     if kind not in ("sensitivity", "specificity"):
@@ -87,12 +88,12 @@ def choose_threshold(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
     if kind == "sensitivity":
         names = sorted(set(src[y == 1]))
         thr = min(threshold_for_sensitivity(y[src == n], s[src == n], target) for n in names)
-        return thr, (f"highest threshold with validation sensitivity >= {target:.2f} "
+        return thr, (f"highest threshold with {where} sensitivity >= {target:.2f} "
                      f"on every positive source ({', '.join(names)})")
     names = sorted(set(src[y == 0]))
     thr = max(threshold_for_specificity(y[src == n], s[src == n], target) for n in names)
     return thr, (
-        f"lowest threshold with validation specificity >= {target:.2f} "
+        f"lowest threshold with {where} specificity >= {target:.2f} "
         f"on every negative source ({', '.join(names)})")
 
 

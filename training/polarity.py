@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 
+from inference.pixels import PixelError
 from inference.polarity import DEFAULT_THRESHOLD, THUMB_SIDE, PolarityModel, invert, thumbnail
 from training.data import Record, dataset_hash, load_gray, read_records
 
@@ -34,8 +35,10 @@ def _examples(records: list[Record], rng: np.random.Generator,
     xs, ys, sources = [], [], []
     skipped = 0
     for r in records:
-        gray = load_gray(r.path)
-        if gray is None:
+        try:
+            gray = load_gray(r.path)
+        except PixelError as err:
+            log.warning("skipped %s", err)
             skipped += 1
             continue
         views = [gray]
