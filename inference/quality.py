@@ -162,14 +162,17 @@ def check_quality(ds: Dataset, min_side: int = MIN_SIDE,
 def file_to_checked_gray(path: str | os.PathLike[str]) -> NDArray[np.float32]:
     """Grey levels in [0, 1] of a PNG, JPEG or DICOM file, as ``predict`` and the
     calibration read them: a DICOM file must pass :func:`check_quality` first.
-    Raises :class:`PixelError` with the reason when the file cannot be used."""
+    Raises :class:`PixelError` naming the file and the reason when it cannot be used."""
     if not is_dicom_file(path):
         return file_to_gray(path)
     ds = load_dicom(path)
     verdict = check_quality(ds)
     if not verdict.ok:
         raise PixelError(f"{os.fspath(path)}: {verdict.reason.removeprefix('skipped: ')}")
-    return dicom_to_gray(ds)
+    try:
+        return dicom_to_gray(ds)
+    except PixelError as err:  # its messages name the attribute, not the file
+        raise PixelError(f"{os.fspath(path)}: {err}") from err
 
 
 def verdict_for_pixel_error(error: PixelError) -> QualityVerdict:

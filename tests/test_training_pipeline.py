@@ -499,6 +499,9 @@ def test_calibrate_command(tiny_models: Path, tmp_path: Path, caplog: pytest.Log
     assert any("only 17 tb cases" in w for w in cal["warnings"])
     for name in ("calibration.md", "report.json", "roc.png"):
         assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["threshold"] == cal["threshold"]
+    assert set(report["sets"]["all"]["per_source"]) == {"synthetic-tb", "synthetic-normal"}
     printed = capsys.readouterr().out
     snippet = yaml.safe_load(printed.split("```yaml")[1].split("```")[0])
     assert snippet == {"inference": {"thresholds": {"tb-vs-normal": cal["threshold"]}}}

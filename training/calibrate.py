@@ -27,7 +27,6 @@ The shipped model files are never changed.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,13 +34,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from training.evaluate import SetResult, write_report
-from training.metrics import binary_metrics
+from training.evaluate import SetResult, at_threshold, write_report
 from training.model_folder import score_folder
 from training.pipeline import choose_threshold
 from training.tasks import TASKS
-
-log = logging.getLogger(__name__)
 
 MIN_CASES = 10  # of each class: fewer cannot place a threshold at all
 ADVISED_CASES = 100  # of each class: below this the intervals are wider than ±0.06
@@ -170,7 +166,7 @@ def calibrate(model_dir: Path, data: Path, split: str = "all", target: float | N
                                "(the smaller class's count)")
     threshold, rule = choose_threshold(spec.task, y, s, result.sources, target, kind, "site")
     cross, fold_thresholds = cross_calibrate(spec.task, y, s, result.sources, target, kind, folds, seed)
-    warnings = _warnings(n_pos, n_neg, result, fold_thresholds, task.positive, task.negative)
+    warnings = _warnings(n_pos, n_neg, fold_thresholds, task.positive, task.negative)
     cal = Calibration(
         model=spec.name, version=spec.version, task=spec.task, data=str(data), split=split,
         n_positive=n_pos, n_negative=n_neg, rule=rule, threshold=threshold,
@@ -179,7 +175,7 @@ def calibrate(model_dir: Path, data: Path, split: str = "all", target: float | N
     return cal, result
 
 
-def _warnings(n_pos: int, n_neg: int, result: SetResult, fold_thresholds: list[float],
+def _warnings(n_pos: int, n_neg: int, fold_thresholds: list[float],
               positive: frozenset[str], negative: frozenset[str]) -> list[str]:
     out = []
     for n, names in ((n_pos, positive), (n_neg, negative)):
@@ -200,9 +196,7 @@ def write_calibration(cal: Calibration, result: SetResult, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(json.dumps(asdict(cal), indent=2, default=float) + "\n")
     (out / "calibration.md").write_text(calibration_markdown(cal))
-    res = SetResult(result.name, result.y, result.scores, result.sources)
-    res.overall = binary_metrics(res.y, res.scores, cal.threshold).as_dict()
-    write_report([res], TASKS[cal.task], cal.threshold, out,
+    write_report([at_threshold(result, cal.threshold)], TASKS[cal.task], cal.threshold, out,
                  {"model": cal.model, "version": cal.version, "calibration": "calibration.json"})
 
 

@@ -47,11 +47,16 @@ def score_set(name: str, data: ImageSet, task: Task, scorer: Scorer, threshold: 
     """Score the images of ``data`` that belong to ``task`` and compute their metrics."""
     subset, y = task_subset(data, task)
     scores = scorer(as_model_input(subset.images)) if len(y) else np.empty(0, np.float32)
-    res = SetResult(name, y, scores, subset.sources)
-    if len(y):
-        res.overall = binary_metrics(y, scores, threshold).as_dict()
-        res.per_source = per_source_metrics(y, scores, subset.sources, threshold)
-    return res
+    return at_threshold(SetResult(name, y, scores, subset.sources), threshold)
+
+
+def at_threshold(res: SetResult, threshold: float) -> SetResult:
+    """``res``'s scores with their metrics, overall and per source, at ``threshold``."""
+    out = SetResult(res.name, res.y, res.scores, res.sources)
+    if len(res.y):
+        out.overall = binary_metrics(res.y, res.scores, threshold).as_dict()
+        out.per_source = per_source_metrics(res.y, res.scores, res.sources, threshold)
+    return out
 
 
 def write_report(results: list[SetResult], task: Task, threshold: float, out_dir: Path,
