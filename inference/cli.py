@@ -63,8 +63,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             pred = predict_file(engine, path)
         except (OSError, PixelError, PreprocessError) as err:
             failures += 1
-            out = {"file": str(path), "error": str(err)}
-            print(json.dumps(out) if args.json else f"{path}: not classified: {err}")
+            reason = str(err).removeprefix(f"{path}: ")  # the readers name the file themselves
+            out = {"file": str(path), "error": reason}
+            print(json.dumps(out) if args.json else f"{path}: not classified: {reason}")
             continue
         print(json.dumps({"file": str(path), **prediction_to_dict(pred)}) if args.json
               else _describe(path, pred))

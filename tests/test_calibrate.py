@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.calibrate import cross_calibrate, fold_ids, operating_point, wilson_interval
+from training.calibrate import (
+    cross_calibrate,
+    fold_ids,
+    operating_point,
+    repeated_cross_calibrate,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_known_values() -> None:
@@ -49,3 +55,26 @@ def test_cross_calibration_is_held_out() -> None:
     assert 0.84 <= point.sensitivity <= 0.95
     # Its specificity is what the normal scores give at about that threshold.
     assert point.specificity == pytest.approx(float(np.mean(s[200:] < np.median(thresholds))), abs=0.05)
+
+
+def test_repeated_cross_calibration_averages_the_fold_assignments() -> None:
+    """Each repeat is one seed's cross-calibration; the result's counts are their rounded
+    means over the real number of cases, and one repeat is plain cross-calibration."""
+    rng = np.random.default_rng(5)
+    y = np.array([1] * 60 + [0] * 90, np.float32)
+    s = np.where(y == 1, rng.normal(0.6, 0.2, 150), rng.normal(0.4, 0.2, 150)).astype(np.float32)
+    sources = ["tb"] * 60 + ["normal"] * 90
+    single, single_thr = cross_calibrate("tb-vs-normal", y, s, sources, 0.90, "sensitivity", 5, 7)
+    one, one_thr, one_points = repeated_cross_calibrate("tb-vs-normal", y, s, sources, 0.90,
+                                                        "sensitivity", 5, 7, 1)
+    assert one == single and one_thr == single_thr and one_points == [single]
+    point, thresholds, points = repeated_cross_calibrate("tb-vs-normal", y, s, sources, 0.90,
+                                                         "sensitivity", 5, 7, 4)
+    assert len(points) == 4 and len(thresholds) == 20
+    assert points[0] == single  # repeat r uses seed + r
+    assert points[1] == cross_calibrate("tb-vs-normal", y, s, sources, 0.90, "sensitivity", 5, 8)[0]
+    assert len({p.tp for p in points} | {p.tn for p in points}) > 2  # the assignments differ
+    assert point.tp == round(float(np.mean([p.tp for p in points])))
+    assert point.tn == round(float(np.mean([p.tn for p in points])))
+    assert (point.tp + point.fn, point.tn + point.fp) == (60, 90)
+    assert point.threshold == pytest.approx(float(np.median(thresholds)))

@@ -124,7 +124,8 @@ def test_predict_reports_unreadable_file(tiny_models: Path, tmp_path: Path,
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     assert main(["predict", "--models", str(tiny_models), str(bad)]) == 1
-    assert "not classified" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{bad}: not classified: ") and printed.count(str(bad)) == 1
 
 
 def test_folder_per_class_layout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -495,7 +496,8 @@ def test_calibrate_command(tiny_models: Path, tmp_path: Path, caplog: pytest.Log
     assert "site sensitivity >= 0.90" in cal["rule"]
     assert cal["shipped"]["threshold"] == pytest.approx(
         json.loads((folder / "model.json").read_text())["threshold"], abs=1e-6)
-    assert cal["cross"]["tp"] + cal["cross"]["fn"] == 17 and len(cal["fold_thresholds"]) == 5
+    assert cal["cross"]["tp"] + cal["cross"]["fn"] == 17 and len(cal["fold_thresholds"]) == 5 * 10
+    assert cal["repeats"] == 10 and len(cal["repeat_rates"]) == 10
     assert any("only 17 tb cases" in w for w in cal["warnings"])
     for name in ("calibration.md", "report.json", "roc.png"):
         assert (out / name).is_file(), name
@@ -514,3 +516,7 @@ def test_calibrate_refuses_too_few_cases(tiny_models: Path, tmp_path: Path) -> N
     with pytest.raises(SystemExit, match="at least 10 of each are needed"):
         main(["calibrate", "--model", str(tiny_models / "tb-vs-normal"), "--data", str(data),
               "--out", str(tmp_path / "out")])
+    data = write_dataset(tmp_path / "enough", per_class=12, corrupt=0)
+    with pytest.raises(SystemExit, match="--repeats 0: expected 1 or more"):
+        main(["calibrate", "--model", str(tiny_models / "tb-vs-normal"), "--data", str(data),
+              "--out", str(tmp_path / "out"), "--repeats", "0"])

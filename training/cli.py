@@ -245,7 +245,10 @@ def _register_calibrate(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    help="the rule's target on every source of the bounded class (default 0.95; "
                         "e.g. 0.90 for the WHO triage sensitivity)")
     p.add_argument("--folds", type=int, default=5, help="cross-calibration folds (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the first fold assignment (repeat r uses seed + r)")
+    p.add_argument("--repeats", type=int, default=10,
+                   help="fold assignments whose cross-calibrations are averaged (default 10)")
     p.set_defaults(func=_cmd_calibrate)
 
 
@@ -255,7 +258,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     try:
         cal, result = calibrate(args.model, args.data, args.split, _parse_target(args.threshold_target),
-                                args.threshold_rule, args.folds, args.seed)
+                                args.threshold_rule, args.folds, args.seed, args.repeats)
     except (CalibrationError, DataError) as err:
         raise SystemExit(f"calibrate: {err}") from err
     write_calibration(cal, result, args.out)
