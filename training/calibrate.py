@@ -1,8 +1,8 @@
 """Site calibration: a classifier's operating threshold from a hospital's own verified cases.
 
 The shipped thresholds are chosen on the ``cxr/`` validation split. Radiographs
-from other hospitals score differently (TB vs normal 1.4.0 on external-dev:
-sensitivity 0.869 at the shipped threshold, where the WHO triage target asks
+from other hospitals score differently (TB vs normal 1.5.0 on external-dev:
+sensitivity 0.881 at the shipped threshold, where the WHO triage target asks
 for 0.90), so a site should set its own operating point before clinical use.
 ``cxr-gateway calibrate``:
 
