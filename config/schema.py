@@ -121,11 +121,21 @@ class StorageSettings(_Section):
         default=Path("var/results"), description="SR and heatmap files waiting for delivery")
 
 
-def _check_thresholds(value: dict[str, float]) -> dict[str, float]:
-    for name, threshold in value.items():
+class SiteThreshold(_Section):
+    """A site's operating threshold for one classifier, tied to the model version it was set for."""
+
+    threshold: float = Field(ge=0.0, le=1.0)
+    model_version: str | None = Field(
+        default=None,
+        description="the model version the threshold was calibrated for; another version is refused")
+
+
+def _check_thresholds(value: dict[str, float | SiteThreshold]) -> dict[str, float | SiteThreshold]:
+    for name, setting in value.items():
         if name not in CLASSIFIERS:
             raise ValueError(
                 f"unknown classifier {name!r}: expected one of {', '.join(CLASSIFIERS)}")
+        threshold = setting.threshold if isinstance(setting, SiteThreshold) else setting
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold of {name} is {threshold}: expected a value in [0, 1]")
     return value
@@ -140,8 +150,10 @@ class InferenceSettings(_Section):
     models_dir: Path | None = Field(
         default=None,
         description="folder with tb-vs-normal/ and pneumonia-vs-tb/; null = shipped models")
-    thresholds: Annotated[dict[str, float], AfterValidator(_check_thresholds)] = Field(
-        default_factory=dict, description="override a model's stored operating threshold")
+    thresholds: Annotated[dict[str, float | SiteThreshold], AfterValidator(_check_thresholds)] = Field(
+        default_factory=dict,
+        description="override a model's stored operating threshold: a number, or "
+                    "{threshold: T, model_version: V} as `cxr-gateway calibrate` prints it")
     heatmap: bool = True
     max_attempts: int = Field(
         default=3, ge=1, le=100, description="give up an instance after this many tries")

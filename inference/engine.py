@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from inference.polarity import PolarityModel, load_polarity
 from inference.preprocess import preprocess_gray, view_stack
 from inference.quality import QualityVerdict
-from inference.registry import PNEUMONIA_VS_TB, TB_VS_NORMAL, ModelSpec, load_registry
+from inference.registry import PNEUMONIA_VS_TB, TB_VS_NORMAL, ModelSpec, Thresholds, load_registry
 from inference.results import ClassifierScore, Prediction, combine
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class InferenceEngine:
         self.polarity = polarity
 
     @classmethod
-    def from_models_dir(cls, models_dir: Path, thresholds: dict[str, float] | None = None,
+    def from_models_dir(cls, models_dir: Path, thresholds: Thresholds | None = None,
                         num_threads: int = 2) -> InferenceEngine:
         return cls(load_registry(models_dir, thresholds), num_threads, load_polarity(models_dir))
 

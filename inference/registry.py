@@ -19,13 +19,23 @@ one ``file``; its score is the mean of the members' scores, an inverted member
 
 The engine runs each distinct member file once per image, even when both
 classifiers list it (:class:`inference.engine.ModelRunner`).
+
+A site may override a classifier's threshold (``inference.thresholds``). A
+threshold is a point on one model's score scale: set for one version, it means
+nothing for the next (TB vs normal 1.4.0's own threshold was 0.288, 1.5.0's is
+0.207). An override that names the model version it was calibrated for
+(``cxr-gateway calibrate`` prints it so) is refused when the folder holds
+another version, so that a model update cannot silently move a site's
+operating point.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from inference.preprocess import IDENTITY_VIEW, parse_view
 
@@ -37,6 +47,19 @@ REQUIRED_TASKS = (TB_VS_NORMAL, PNEUMONIA_VS_TB)
 
 class ModelError(RuntimeError):
     """A model folder is missing, incomplete or inconsistent."""
+
+
+class ThresholdSetting(Protocol):
+    """A site's threshold for one classifier (``config.schema.SiteThreshold``)."""
+
+    @property
+    def threshold(self) -> float: ...
+
+    @property
+    def model_version(self) -> str | None: ...
+
+
+Thresholds = Mapping[str, "float | ThresholdSetting"]
 
 
 @dataclass(frozen=True)
@@ -106,14 +129,31 @@ def default_models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models"
 
 
-def load_registry(models_dir: Path, thresholds: dict[str, float] | None = None) -> dict[str, ModelSpec]:
-    """Load both classifiers' specs from ``models_dir/<task>/``."""
+def load_registry(models_dir: Path, thresholds: Thresholds | None = None) -> dict[str, ModelSpec]:
+    """Load both classifiers' specs from ``models_dir/<task>/``, with the site's thresholds."""
     thresholds = thresholds or {}
-    specs = {task: ModelSpec.load(models_dir / task, thresholds.get(task)) for task in REQUIRED_TASKS}
-    for task, spec in specs.items():
+    specs = {}
+    for task in REQUIRED_TASKS:
+        setting = thresholds.get(task)
+        value = setting if setting is None or isinstance(setting, (int, float)) else setting.threshold
+        spec = specs[task] = ModelSpec.load(models_dir / task, value)
         if spec.task != task:
             raise ModelError(f"{models_dir / task}: model.json says task {spec.task!r}, expected {task!r}")
+        if setting is not None and not isinstance(setting, (int, float)):
+            _check_calibrated_for(task, spec, setting, models_dir / task)
     return specs
+
+
+def _check_calibrated_for(task: str, spec: ModelSpec, setting: ThresholdSetting, folder: Path) -> None:
+    wanted = setting.model_version
+    if wanted is None or wanted == spec.version:
+        return
+    own = ModelSpec.load(folder).threshold
+    raise ModelError(
+        f"inference.thresholds.{task}: {setting.threshold} was calibrated for {spec.name} {wanted}, "
+        f"but {folder} holds {spec.version}, whose scores are on another scale: run "
+        f"`cxr-gateway calibrate --model {folder}` again on your verified cases and replace "
+        f"the setting, or remove it to use {spec.version}'s own threshold ({own:.4f})")
 
 
 def missing_models(models_dir: Path) -> str | None:

@@ -475,6 +475,7 @@ def test_calibrate_command(tiny_models: Path, tmp_path: Path, caplog: pytest.Log
 
     import yaml
 
+    from config.schema import Settings
     from inference.engine import InferenceEngine
     from tests.dicom_factory import make_chest, make_lateral, write
 
@@ -507,9 +508,14 @@ def test_calibrate_command(tiny_models: Path, tmp_path: Path, caplog: pytest.Log
     assert set(report["sets"]["all"]["per_source"]) == {"synthetic-tb", "synthetic-normal"}
     printed = capsys.readouterr().out
     snippet = yaml.safe_load(printed.split("```yaml")[1].split("```")[0])
-    assert snippet == {"inference": {"thresholds": {"tb-vs-normal": cal["threshold"]}}}
-    engine = InferenceEngine.from_models_dir(tiny_models, snippet["inference"]["thresholds"])
-    assert engine.tb.threshold == pytest.approx(cal["threshold"])
+    version = json.loads((folder / "model.json").read_text())["version"]
+    assert snippet == {"inference": {"thresholds": {"tb-vs-normal": {
+        "threshold": cal["threshold"], "model_version": version}}}}
+    # The printed setting is valid config, served as is, and bound to this model version.
+    settings = Settings.model_validate({"dicom": {"allowed_callers": [{"ae_title": "PACS"}]},
+                                        **snippet})
+    engine = InferenceEngine.from_models_dir(tiny_models, settings.inference.thresholds)
+    assert engine.tb.threshold == cal["threshold"]
 
 
 def test_calibrate_refuses_too_few_cases(tiny_models: Path, tmp_path: Path) -> None:

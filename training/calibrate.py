@@ -87,8 +87,10 @@ class Calibration:
     warnings: list[str] = field(default_factory=list)
 
     def config_line(self) -> str:
-        # repr: the exact value, so that the cases the rule counted stay on their side of it
-        return f"inference:\n  thresholds: {{{self.task}: {self.threshold!r}}}"
+        # repr: the exact value, so that the cases the rule counted stay on their side of it;
+        # the version: the gateway refuses the threshold once the model folder holds another
+        return (f"inference:\n  thresholds:\n    {self.task}: {{threshold: {self.threshold!r}, "
+                f"model_version: {json.dumps(self.version)}}}")
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

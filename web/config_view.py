@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from config.schema import Settings
+from config.schema import Settings, SiteThreshold
 from dicom_node.preflight import models_dir
 from inference.registry import ModelError, load_registry
 from web.context import WebContext
@@ -43,8 +43,15 @@ def _models(settings: Settings) -> dict[str, Any]:
     return {"folder": str(folder), "error": None, "classifiers": {
         task: {"name": s.name, "version": s.version, "architecture": s.architecture,
                "input_size": s.input_size, "threshold": s.threshold,
-               "threshold_overridden": task in settings.inference.thresholds}
+               "threshold_overridden": task in settings.inference.thresholds,
+               "threshold_calibrated_for": _calibrated_for(settings, task)}
         for task, s in specs.items()}}
+
+
+def _calibrated_for(settings: Settings, task: str) -> str | None:
+    """The model version a site threshold names (None: the model's own, or a bare number)."""
+    setting = settings.inference.thresholds.get(task)
+    return setting.model_version if isinstance(setting, SiteThreshold) else None
 
 
 def public_config(settings: Settings) -> dict[str, Any]:
