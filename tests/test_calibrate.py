@@ -78,3 +78,17 @@ def test_repeated_cross_calibration_averages_the_fold_assignments() -> None:
     assert point.tn == round(float(np.mean([p.tn for p in points])))
     assert (point.tp + point.fn, point.tn + point.fp) == (60, 90)
     assert point.threshold == pytest.approx(float(np.median(thresholds)))
+
+
+def test_spread_warning_looks_within_one_fold_assignment() -> None:
+    """Two steady assignments that differ from each other do not warn; folds that disagree
+    within an assignment do."""
+    from training.calibrate import _warnings
+
+    tb, normal = frozenset({"tb"}), frozenset({"normal"})
+    steady = [0.20, 0.22, 0.21, 0.20, 0.22] + [0.28, 0.30, 0.29, 0.28, 0.30]
+    assert _warnings(200, 200, steady, 5, tb, normal) == []
+    shaky = [0.10, 0.25, 0.18, 0.12, 0.24] * 2
+    (warning,) = _warnings(200, 200, shaky, 5, tb, normal)
+    assert "within one fold assignment the folds' thresholds vary by 0.15 (median of 2" in warning
+    assert any("only 50 tb cases" in w for w in _warnings(50, 200, steady, 5, tb, normal))
