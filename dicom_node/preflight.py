@@ -14,7 +14,7 @@ from pathlib import Path
 from config.schema import Settings
 from dicom_node.errors import StartupError
 from dicom_node.scp import server_ssl_context
-from inference.registry import ModelError, default_models_dir, load_registry
+from inference.registry import ModelError, ThresholdMismatch, default_models_dir, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ def _models(settings: Settings) -> str | None:
     folder = models_dir(settings)
     try:
         load_registry(folder, settings.inference.thresholds)
+    except ThresholdMismatch as err:
+        return str(err)  # the models are fine; the setting names its own key and fix
     except ModelError as err:
         return (f"inference.models_dir: {err}; put the exported models in {folder}, point "
                 "inference.models_dir at them, or set inference.workers: 0 (receive only)")

@@ -49,6 +49,11 @@ class ModelError(RuntimeError):
     """A model folder is missing, incomplete or inconsistent."""
 
 
+class ThresholdMismatch(ModelError):
+    """A site threshold calibrated for another version of the model (its message starts with
+    the setting's key, ``inference.thresholds.<task>``)."""
+
+
 class ThresholdSetting(Protocol):
     """A site's threshold for one classifier (``config.schema.SiteThreshold``)."""
 
@@ -149,7 +154,7 @@ def _check_calibrated_for(task: str, spec: ModelSpec, setting: ThresholdSetting,
     if wanted is None or wanted == spec.version:
         return
     own = ModelSpec.load(folder).threshold
-    raise ModelError(
+    raise ThresholdMismatch(
         f"inference.thresholds.{task}: {setting.threshold} was calibrated for {spec.name} {wanted}, "
         f"but {folder} holds {spec.version}, whose scores are on another scale: run "
         f"`cxr-gateway calibrate --model {folder}` again on your verified cases and replace "

@@ -86,7 +86,8 @@ def test_check_config_and_console_show_the_binding(tmp_path: Path,
     stale = _settings(tmp_path, {"tb-vs-normal": {"threshold": 0.194, "model_version": "1.4.0"}}, models)
     assert _run(["check-config", "--config", str(stale)]) == 2
     out = capsys.readouterr().out
-    assert "ERROR inference.models_dir" in out and "calibrated for cxr-tb-vs-normal 1.4.0" in out
+    assert "ERROR inference.thresholds.tb-vs-normal: 0.194 was calibrated for cxr-tb-vs-normal 1.4.0" in out
+    assert "inference.models_dir" not in out  # the models are fine: no hint to move them
 
     good = _settings(tmp_path, {"tb-vs-normal": {"threshold": 0.163, "model_version": "1.5.0"}}, models)
     assert _run(["check-config", "--config", str(good)]) == 0
