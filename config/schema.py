@@ -124,7 +124,7 @@ class StorageSettings(_Section):
 class SiteThreshold(_Section):
     """A site's operating threshold for one classifier, tied to the model version it was set for."""
 
-    threshold: float = Field(ge=0.0, le=1.0)
+    threshold: float  # in [0, 1]: checked with the bare numbers, by _check_thresholds
     model_version: str | None = Field(
         default=None,
         description="the model version the threshold was calibrated for; another version is refused")

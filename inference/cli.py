@@ -33,7 +33,7 @@ def predict_file(engine: InferenceEngine, path: Path) -> Prediction:
     gray = file_to_checked_gray(path)
     pixel_verdict = engine.check_pixels(gray)
     if pixel_verdict is not None:
-        raise PixelError(pixel_verdict.reason.removeprefix("skipped: "))
+        raise PixelError(pixel_verdict.why)
     return engine.predict_gray(gray, heatmap=False)
 
 

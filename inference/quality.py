@@ -139,6 +139,11 @@ class QualityVerdict:
     def skip(cls, code: GateCode, why: str) -> QualityVerdict:
         return cls(False, f"skipped: {why}", code)
 
+    @property
+    def why(self) -> str:
+        """The reason without its "skipped: " / "accepted: " word (for messages that say it)."""
+        return self.reason.split(": ", 1)[1]
+
 
 def check_quality(ds: Dataset, min_side: int = MIN_SIDE,
                   max_side: int = MAX_SIDE) -> QualityVerdict:
@@ -168,7 +173,7 @@ def file_to_checked_gray(path: str | os.PathLike[str]) -> NDArray[np.float32]:
     ds = load_dicom(path)
     verdict = check_quality(ds)
     if not verdict.ok:
-        raise PixelError(f"{os.fspath(path)}: {verdict.reason.removeprefix('skipped: ')}")
+        raise PixelError(f"{os.fspath(path)}: {verdict.why}")
     try:
         return dicom_to_gray(ds)
     except PixelError as err:  # its messages name the attribute, not the file

@@ -139,14 +139,21 @@ def load_registry(models_dir: Path, thresholds: Thresholds | None = None) -> dic
     thresholds = thresholds or {}
     specs = {}
     for task in REQUIRED_TASKS:
-        setting = thresholds.get(task)
-        value = setting if setting is None or isinstance(setting, (int, float)) else setting.threshold
+        value, bound = _threshold_value(thresholds.get(task))
         spec = specs[task] = ModelSpec.load(models_dir / task, value)
         if spec.task != task:
             raise ModelError(f"{models_dir / task}: model.json says task {spec.task!r}, expected {task!r}")
-        if setting is not None and not isinstance(setting, (int, float)):
-            _check_calibrated_for(task, spec, setting, models_dir / task)
+        if bound is not None:
+            _check_calibrated_for(task, spec, bound, models_dir / task)
     return specs
+
+
+def _threshold_value(setting: float | ThresholdSetting | None
+                     ) -> tuple[float | None, ThresholdSetting | None]:
+    """The threshold to serve, and the setting when it names a model version to check."""
+    if setting is None or isinstance(setting, (int, float)):
+        return setting, None
+    return setting.threshold, setting
 
 
 def _check_calibrated_for(task: str, spec: ModelSpec, setting: ThresholdSetting, folder: Path) -> None:

@@ -67,7 +67,8 @@ def test_a_threshold_without_a_version_applies_to_any(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("thresholds", "message"), [
-    ({"tb-vs-normal": {"threshold": 1.5, "model_version": "1.5.0"}}, "less than or equal to 1"),
+    ({"tb-vs-normal": {"threshold": 1.5, "model_version": "1.5.0"}},
+     "threshold of tb-vs-normal is 1.5: expected a value in [0, 1]"),
     ({"tb-vs-normal": {"threshold": 0.2, "version": "1.5.0"}}, "Extra inputs are not permitted"),
     ({"tb-vs-normal": {"model_version": "1.5.0"}}, "threshold"),
 ])
