@@ -112,6 +112,7 @@ def test_adversarial_batches_carry_each_images_label_and_source() -> None:
     cfg = TrainConfig(steps_per_epoch=1, batch_size=32, seed=2, adversary=0.3)
     adversary = (label_one_hot(labels), src, even_split(labels, sources))
     x, t = BalancedBatches(images, y, np.full(12, 1 / 12), cfg, off, adversary)[0]
+    assert isinstance(x, dict) and isinstance(t, dict)
     position = np.round(x["image"].mean(axis=(1, 2, 3)) * 255 / 20).astype(int)
     assert set(position) == {0, 1, 2, 3}
     np.testing.assert_array_equal(t["source"], [names.index(sources[p]) for p in position])

@@ -76,8 +76,10 @@ def test_fourier_batches_draw_style_images_from_the_training_set() -> None:
     off = AugmentConfig(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0, gamma=0,
                         blur_p=0, noise_p=0, jpeg_p=0)
     x, t = BalancedBatches(images, y, p, cfg, off)[0]
+    assert isinstance(x, np.ndarray) and isinstance(t, np.ndarray)
     assert set(np.round(x.mean(axis=(1, 2, 3)) * 255).astype(int)) == {40, 220}
     x, t = BalancedBatches(images, y, p, cfg, AugmentConfig(**{**off.__dict__, "fourier_p": 1.0}))[0]
+    assert isinstance(x, np.ndarray) and isinstance(t, np.ndarray)
     means = x.mean(axis=(1, 2, 3))
     assert len(np.unique(np.round(means, 3))) > 2  # blended tones, not just the two originals
     dark = t[:, 0] == 1
@@ -94,6 +96,7 @@ def test_mixup_blends_images_and_labels_alike() -> None:
                         blur_p=0, noise_p=0, jpeg_p=0)
     cfg = TrainConfig(steps_per_epoch=1, batch_size=64, seed=5, mixup=0.4)
     x, t = BalancedBatches(images, y, np.full(8, 1 / 8), cfg, off)[0]
+    assert isinstance(x, np.ndarray) and isinstance(t, np.ndarray)
     np.testing.assert_allclose(1.0 - x.mean(axis=(1, 2, 3)), t[:, 0], atol=1e-5)
     assert ((t > 0.05) & (t < 0.95)).mean() > 0.2  # soft labels, not only 0 and 1
 

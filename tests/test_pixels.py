@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -256,7 +257,8 @@ def test_palette_colour_is_expanded_then_converted() -> None:
 @pytest.mark.parametrize("lut", ["modality_lut", "voi_lut"])
 def test_lut_data_is_read_in_big_endian_files(lut: str, tmp_path: Path) -> None:
     _need_dcmtk()
-    src = write(make_chest(rows=64, columns=64, **{lut: True}), tmp_path / "le.dcm")
+    flags: dict[str, Any] = {lut: True}
+    src = write(make_chest(rows=64, columns=64, **flags), tmp_path / "le.dcm")
     big = load_dicom(transcode(src, ExplicitVRBigEndian, tmp_path / "be.dcm"))
     assert big.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     np.testing.assert_array_equal(dicom_to_gray(big), dicom_to_gray(load_dicom(src)))

@@ -154,5 +154,6 @@ def test_settings_page_without_secrets(browser: WebDriver, server: str) -> None:
     browser.get(server + "/settings")
     text = WebDriverWait(browser, 30, ignored_exceptions=RERENDERED).until(
         lambda d: d.find_element(By.ID, "config").text or None)
+    assert text is not None
     assert "CXRGATEWAY" in text and "PACS" in text and "loopback only" in text
     _shot(browser, "settings")

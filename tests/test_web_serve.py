@@ -56,5 +56,5 @@ def test_serve_refuses_a_taken_web_port(tmp_path: Path) -> None:
         taken.listen()
         config = gateway_config(tmp_path, free_port(), web={"port": taken.getsockname()[1]})
         gateway = GatewayProcess(tmp_path, config).start(wait=False)
-        assert gateway.proc.wait(timeout=60) == 2
+        assert gateway.proc is not None and gateway.proc.wait(timeout=60) == 2
     assert "web.port" in gateway.log()

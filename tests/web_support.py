@@ -106,9 +106,9 @@ def fill(folder: Path, settings: Settings, engine: InferenceEngine) -> Filled:
     """Four studies in every state, the outbox rows of the two classified ones."""
     journal = Journal(settings.path(settings.storage.database))
     spool = settings.path(settings.storage.spool_dir)
-    for n, (study, rows) in enumerate(((STUDY_A, 512), (STUDY_A, 384), (STUDY_B, 448))):
+    for n, (study, side) in enumerate(((STUDY_A, 512), (STUDY_A, 384), (STUDY_B, 448))):
         receive(journal, spool, make_chest(study_uid=study, series_uid=f"{study}.1",
-                                           sop_uid=f"{study}.1.{n}", rows=rows, columns=rows))
+                                           sop_uid=f"{study}.1.{n}", rows=side, columns=side))
     receive(journal, spool, make_nm(study_uid=STUDY_NM, sop_uid=f"{STUDY_NM}.1.1"))
     classify_all(journal, engine)
     receive(journal, spool, make_chest(study_uid=STUDY_Q, sop_uid=f"{STUDY_Q}.1.1"))
