@@ -117,7 +117,8 @@ def check_centre_crop(size: int, crop: int) -> int:
 
 
 def build_model(arch: str, size: int, dropout: float = 0.3, l2: float = 1e-4,
-                weights: Path | None = None, centre_crop: int = 0) -> tuple[keras.Model, keras.Model]:
+                weights: Path | None = None, centre_crop: int = 0,
+                classes: int = 1) -> tuple[keras.Model, keras.Model]:
     """Build ``(model, backbone)``.
 
     ``weights`` is a local Keras weights file for the backbone (e.g. ImageNet
@@ -130,6 +131,11 @@ def build_model(arch: str, size: int, dropout: float = 0.3, l2: float = 1e-4,
     never reaches the backbone. The input and the activation-map grid stay
     those of an uncropped model (the map is zero over the cut border), so
     serving, heatmaps and ensembles need nothing new.
+
+    ``classes`` > 1 gives ``logit_map`` one filter per class and the outputs
+    ``logits`` (the pooled logits, for a softmax over the classes) and
+    ``logit_map``: the network a ``--head three-class`` run trains
+    (:mod:`training.three_class`), which ships as a binary model of this contract.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch: unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
@@ -149,9 +155,14 @@ def build_model(arch: str, size: int, dropout: float = 0.3, l2: float = 1e-4,
     # A 1x1 convolution before global average pooling equals GAP followed by a dense layer,
     # and its per-position output is the class activation map itself.
     dropped = layers.Dropout(dropout)(features)
-    logit_map = layers.Conv2D(1, 1, kernel_regularizer=keras.regularizers.L2(l2),
+    logit_map = layers.Conv2D(classes, 1, kernel_regularizer=keras.regularizers.L2(l2),
                               name="logit_map")(dropped)
     pooled = layers.GlobalAveragePooling2D()(logit_map)
+    if classes > 1:
+        model = keras.Model(inp, {"logits": pooled, "logit_map": logit_map}, name=f"cxr{classes}_{arch}")
+        if weights is None:
+            _settle_batch_norm(model)
+        return model, backbone
     if cut:
         logit_map = layers.ZeroPadding2D(cut // FEATURE_STRIDE, name="cam_border")(logit_map)
     cam = layers.Reshape(tuple(logit_map.shape[1:3]), name="cam")(logit_map)

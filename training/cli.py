@@ -72,6 +72,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--centre-crop", type=int, default=0, metavar="PX",
                    help="the model sees only the central PX x PX pixels of its input (e.g. 160 "
                         "of 224): film borders, collimation and text never reach it (default 0: off)")
+    p.add_argument("--head", choices=("binary", "three-class"), default="binary",
+                   help="binary: one sigmoid for the task (default); three-class: one softmax over "
+                        "normal, pneumonia and TB, trained on every image, shipped as the task's "
+                        "binary model (logit of its positive minus logit of its negative class)")
     p.add_argument("--balance", choices=("source", "class", "none"), default="source")
     p.add_argument("--source-weights", default="",
                    help="scale sampling of named sources, e.g. scanned-film-tb=0.25 "
@@ -158,6 +162,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit("--adversary: cannot be combined with --mixup (a blend has no single source)")
     if args.use_epoch and not args.skip_training:
         raise SystemExit("--use-epoch: only with --skip-training (after a --save-epochs run)")
+    if args.head == "three-class":
+        clashes = [flag for flag, on in (("--negatives", args.negatives), ("--weights", args.weights),
+                                         ("--mixup", args.mixup), ("--adversary", args.adversary),
+                                         ("--centre-crop", args.centre_crop)) if on]
+        if clashes:
+            raise SystemExit(f"--head three-class: cannot be combined with {', '.join(clashes)} "
+                             "(it trains on normal, pneumonia and TB images alike)")
 
     cfg = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -167,6 +178,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       source_weights=_parse_source_weights(args.source_weights),
                       lr_schedule=args.lr_schedule, centre_crop=args.centre_crop, zoom=args.zoom,
                       mixup=args.mixup, adversary=args.adversary, save_epochs=args.save_epochs,
+                      head=args.head,
                       **probabilities)
     return _run_pipeline(args, cfg, args.skip_training, use_epoch=args.use_epoch)
 

@@ -37,6 +37,7 @@ from training.export import ParityReport, export_model
 from training.metrics import threshold_for_sensitivity, threshold_for_specificity
 from training.plots import plot_history
 from training.tasks import TASKS, Task, task_with_negatives
+from training.three_class import CLASSES
 from training.train import TrainConfig, epoch_checkpoint, task_subset, train
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,11 @@ def _provenance(args: PipelineArgs, task: Task,
     if args.config.centre_crop:
         c = args.config.centre_crop
         arch += f" seeing the central {c}×{c} pixels of its input (--centre-crop {c})"
+    if args.config.head == "three-class":
+        own = TASKS[args.task]
+        arch += (" with a three-class head (normal, pneumonia, tb; --head three-class), shipped as "
+                 f"logit {'/'.join(own.positive)} minus logit {'/'.join(own.negative)}")
+        return (arch, origin, describe(train_set), asdict(args.config) | {"train_classes": list(CLASSES)})
     return (arch, origin, describe(task_subset(train_set, task)[0]),
             asdict(args.config) | {"train_negatives": sorted(task.negative)})
 

@@ -25,7 +25,15 @@ from training.adversary import ConfusionSchedule, Targets, adversarial_model, ad
 from training.architectures import build_model
 from training.augment import AugmentConfig, augment
 from training.data import ImageSet
-from training.tasks import Task
+from training.tasks import TASKS, Task
+from training.three_class import (
+    THREE_CLASS_FILE,
+    class_pair,
+    class_sampling_weights,
+    class_targets,
+    fold,
+    three_class_models,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,7 @@ class TrainConfig:
     frame_p: float = 0.0
     mixup: float = 0.0  # Beta(a, a) of mixup between images of a batch; 0: off
     adversary: float = 0.0  # weight of the capture adversary's confusion term (training/adversary.py)
+    head: str = "binary"  # or "three-class": one softmax over normal, pneumonia, TB (training/three_class.py)
     save_epochs: bool = False  # keep every epoch's checkpoint in epochs/ (see EPOCHS_DIR)
 
 
@@ -235,9 +244,11 @@ def learning_rate(cfg: TrainConfig, peak: float,
 
 
 def _compile(model: keras.Model, lr: float | keras.optimizers.schedules.CosineDecay,
-             adversarial: bool = False) -> None:
+             adversarial: bool = False, classes: bool = False) -> None:
     loss: object = keras.losses.BinaryCrossentropy()
     metrics: object = [keras.metrics.AUC(name="auc")]
+    if classes:  # --head three-class: softmax over the pooled class logits
+        loss, metrics = keras.losses.SparseCategoricalCrossentropy(from_logits=True), None
     if adversarial:  # the capture adversary's model: score, source head and confusion
         loss = {"score": loss, "source": keras.losses.SparseCategoricalCrossentropy(),
                 "confusion": keras.losses.CategoricalCrossentropy()}
@@ -251,6 +262,10 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
     """Train on ``train_set``, select on ``val_set``; writes ``model.keras`` and ``history.json``."""
     keras.utils.set_random_seed(cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.head == "three-class":
+        return _train_three_class(train_set, val_set, task, cfg, out_dir)
+    if cfg.head != "binary":
+        raise ValueError(f"head: expected binary or three-class, got {cfg.head!r}")
     tr, y_tr = task_subset(train_set, task)
     va, y_va = task_subset(val_set, task)
     if len(set(y_tr)) < 2 or len(set(y_va)) < 2:
@@ -292,9 +307,50 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
                                    cfg.epochs - len(best.history)), adversary is not None)
     fitted.fit(batches, initial_epoch=len(best.history), epochs=cfg.epochs, callbacks=callbacks,
                verbose=2)
+    return _finish(best, cfg, task, out_dir, started)
+
+
+def _finish(best: BestByAuc, cfg: TrainConfig, task: Task, out_dir: Path,
+            started: float) -> tuple[keras.Model, list[dict[str, float]]]:
     log.info("best worst-source val_auc %.4f at epoch %d; %.0f s", best.best, best.best_epoch,
              time.time() - started)
     (out_dir / "history.json").write_text(json.dumps(
         {"config": asdict(cfg), "task": task.name, "best_epoch": best.best_epoch,
          "epochs": best.history}, indent=2))
     return keras.saving.load_model(out_dir / "model.keras"), best.history
+
+
+def _train_three_class(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
+                       out_dir: Path) -> tuple[keras.Model, list[dict[str, float]]]:
+    """``--head three-class`` (:mod:`training.three_class`): every training image of the three
+    classes, softmax over them; checkpoints and ``model.keras`` are the task's binary model."""
+    for name, value in (("adversary", cfg.adversary), ("mixup", cfg.mixup),
+                        ("centre_crop", cfg.centre_crop), ("weights", cfg.weights)):
+        if value:
+            raise ValueError(f"head three-class: cannot be combined with {name}")
+    pair = class_pair(task)
+    y_tr = class_targets(train_set.labels)
+    va, y_va = task_subset(val_set, TASKS[task.name])
+    if len(set(y_va)) < 2:
+        raise ValueError(f"task {task.name}: val needs both classes")
+    p = class_sampling_weights(y_tr, train_set.sources, cfg.balance, dict(cfg.source_weights))
+    batches = BalancedBatches(train_set.images, y_tr.astype(np.float32), p, cfg,
+                              AugmentConfig(flip_p=cfg.flip_p, zoom=cfg.zoom, fourier_p=cfg.fourier_p,
+                                            texture_p=cfg.texture_p, frame_p=cfg.frame_p))
+    fitted, model, _ = three_class_models(cfg.arch, cfg.size, cfg.dropout, cfg.l2, None, pair)
+    x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
+    best = BestByAuc(model, x_va, y_va, va.sources, out_dir / "model.keras", cfg.patience,
+                     cfg.save_epochs)
+    _compile(fitted, learning_rate(cfg, cfg.learning_rate, cfg.epochs), classes=True)
+    started = time.time()
+    # one fit call per epoch, as in the experiment that introduced the head
+    # (models/tb-vs-normal/experiments/three-class-preregistration.md), so that its runs
+    # reproduce batch for batch (each call draws Keras' signature batches anew)
+    for epoch in range(cfg.epochs):
+        fitted.fit(batches, initial_epoch=epoch, epochs=epoch + 1, callbacks=[best], verbose=2)
+        if epoch + 1 - best.best_epoch >= cfg.patience:
+            break
+    chosen = keras.saving.load_model(out_dir / "model.keras")
+    chosen.save(out_dir / THREE_CLASS_FILE)  # the network with its three class filters
+    fold(chosen, cfg.arch, cfg.size, cfg.dropout, cfg.l2).save(out_dir / "model.keras")
+    return _finish(best, cfg, task, out_dir, started)
