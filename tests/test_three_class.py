@@ -97,3 +97,20 @@ def test_three_class_refuses_options_it_cannot_honour(flag: list[str], tmp_path:
     with pytest.raises(SystemExit, match="three-class: cannot be combined with " + flag[0]):
         main(["train", "--task", "tb-vs-normal", "--head", "three-class", "--data", str(tmp_path),
               "--out", str(tmp_path / "out"), *flag])
+
+
+def test_an_ensemble_of_two_kinds_names_both_in_member_order(tmp_path: Path) -> None:
+    from training.ensemble import Member, check_members
+
+    folders = []
+    for name, arch in (("tc", "mobilenetv3small with a three-class head"), ("b", "mobilenetv3small"),
+                       ("b2", "mobilenetv3small")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.keras").write_bytes(b"")
+        (folder / "model.json").write_text(json.dumps(
+            {"positive_label": "tb", "architecture": arch, "input_size": 224}))
+        folders.append(Member(folder))
+    assert check_members(folders, TB_VS_NORMAL) == (
+        "mobilenetv3small with a three-class head + mobilenetv3small", 224)
+    assert check_members(folders[1:], TB_VS_NORMAL) == ("mobilenetv3small", 224)

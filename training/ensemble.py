@@ -78,7 +78,8 @@ def check_members(members: list[Member], task: Task) -> tuple[str, int]:
     """
     if len(members) < 2:
         raise EnsembleError("members: an ensemble needs at least two model folders")
-    archs, sizes = set(), set()
+    archs: list[str] = []  # distinct, in member order
+    sizes = set()
     for m in members:
         meta = m.meta()
         if "members" in meta:
@@ -90,11 +91,12 @@ def check_members(members: list[Member], task: Task) -> tuple[str, int]:
             raise EnsembleError(
                 f"members: {m.folder} has positive class {meta['positive_label']!r}; "
                 f"a {role} of {task.name} needs one of {sorted(expected)}")
-        archs.add(str(meta["architecture"]))
+        if str(meta["architecture"]) not in archs:
+            archs.append(str(meta["architecture"]))
         sizes.add(int(str(meta["input_size"])))
     if len(sizes) != 1:
         raise EnsembleError(f"members: input sizes differ ({sorted(sizes)}); train them at one --size")
-    return "+".join(sorted(archs)), sizes.pop()
+    return " + ".join(archs), sizes.pop()
 
 
 def member_layer(i: int) -> str:

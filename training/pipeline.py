@@ -196,7 +196,9 @@ def _provenance(args: PipelineArgs, task: Task,
                 train_set: ImageSet) -> tuple[str, str, str, dict[str, object]]:
     """Architecture, origin, training counts and configuration as the card states them."""
     if args.ensemble:
-        return (f"ensemble of {len(args.ensemble)} {args.config.arch} models",
+        kinds = args.config.arch  # the members' architectures, distinct ones joined by " + "
+        return (f"ensemble of {len(args.ensemble)} {kinds} models" if " + " not in kinds
+                else f"ensemble of {len(args.ensemble)} models: {kinds}",
                 "mean of the members' scores (see members below)",
                 "each member's own (see members below)", {"members": list(args.ensemble)})
     origin = (f"fine-tuned from {Path(args.config.weights).name}" if args.config.weights
