@@ -114,3 +114,33 @@ def test_an_ensemble_of_two_kinds_names_both_in_member_order(tmp_path: Path) -> 
     assert check_members(folders, TB_VS_NORMAL) == (
         "mobilenetv3small with a three-class head + mobilenetv3small", 224)
     assert check_members(folders[1:], TB_VS_NORMAL) == ("mobilenetv3small", 224)
+
+
+@pytest.mark.slow
+def test_three_class_starts_from_a_local_weights_file(tmp_path: Path) -> None:
+    from training.architectures import build_model
+
+    source, backbone = build_model("mobilenetv3small", 32)
+    start = tmp_path / "start.keras"
+    source.save(start)
+    data = write_dataset(tmp_path / "data", per_class=12, labels=("tb", "normal", "pneumonia"), corrupt=0)
+    out = tmp_path / "tb"
+    assert main(["train", "--task", "tb-vs-normal", "--head", "three-class", "--data", str(data),
+                 "--out", str(out), "--arch", "mobilenetv3small", "--size", "32", "--epochs", "2",
+                 "--steps-per-epoch", "2", "--batch-size", "8", "--patience", "2", "--cache", "",
+                 "--weights", str(start), "--freeze-epochs", "1"]) == 0
+    log = (out / "train.log").read_text()
+    assert "epoch 1:" in log and "epoch 2:" in log
+    history = json.loads((out / "history.json").read_text())
+    assert history["config"]["weights"] == str(start) and history["config"]["freeze_epochs"] == 1
+    # epoch 1 trained the head only: its checkpoint's backbone is still the start file's
+    import keras
+
+    assert main(["train", "--task", "tb-vs-normal", "--head", "three-class", "--data", str(data),
+                 "--out", str(tmp_path / "frozen"), "--arch", "mobilenetv3small", "--size", "32",
+                 "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--cache", "",
+                 "--weights", str(start), "--freeze-epochs", "1"]) == 0
+    frozen = keras.saving.load_model(tmp_path / "frozen" / "model.keras")
+    inner = next(layer for layer in frozen.layers if isinstance(layer, keras.Model))
+    for got, want in zip(inner.get_weights(), backbone.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)

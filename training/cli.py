@@ -163,7 +163,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.use_epoch and not args.skip_training:
         raise SystemExit("--use-epoch: only with --skip-training (after a --save-epochs run)")
     if args.head == "three-class":
-        clashes = [flag for flag, on in (("--negatives", args.negatives), ("--weights", args.weights),
+        clashes = [flag for flag, on in (("--negatives", args.negatives),
                                          ("--mixup", args.mixup), ("--adversary", args.adversary),
                                          ("--centre-crop", args.centre_crop)) if on]
         if clashes:

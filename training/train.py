@@ -325,7 +325,7 @@ def _train_three_class(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: 
     """``--head three-class`` (:mod:`training.three_class`): every training image of the three
     classes, softmax over them; checkpoints and ``model.keras`` are the task's binary model."""
     for name, value in (("adversary", cfg.adversary), ("mixup", cfg.mixup),
-                        ("centre_crop", cfg.centre_crop), ("weights", cfg.weights)):
+                        ("centre_crop", cfg.centre_crop)):
         if value:
             raise ValueError(f"head three-class: cannot be combined with {name}")
     pair = class_pair(task)
@@ -337,19 +337,31 @@ def _train_three_class(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: 
     batches = BalancedBatches(train_set.images, y_tr.astype(np.float32), p, cfg,
                               AugmentConfig(flip_p=cfg.flip_p, zoom=cfg.zoom, fourier_p=cfg.fourier_p,
                                             texture_p=cfg.texture_p, frame_p=cfg.frame_p))
-    fitted, model, _ = three_class_models(cfg.arch, cfg.size, cfg.dropout, cfg.l2, None, pair)
+    weights = Path(cfg.weights) if cfg.weights else None
+    fitted, model, backbone = three_class_models(cfg.arch, cfg.size, cfg.dropout, cfg.l2, weights, pair)
     x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
     best = BestByAuc(model, x_va, y_va, va.sources, out_dir / "model.keras", cfg.patience,
                      cfg.save_epochs)
-    _compile(fitted, learning_rate(cfg, cfg.learning_rate, cfg.epochs), classes=True)
     started = time.time()
-    # one fit call per epoch, as in the experiment that introduced the head
-    # (models/tb-vs-normal/experiments/three-class-preregistration.md), so that its runs
-    # reproduce batch for batch (each call draws Keras' signature batches anew)
-    for epoch in range(cfg.epochs):
-        fitted.fit(batches, initial_epoch=epoch, epochs=epoch + 1, callbacks=[best], verbose=2)
-        if epoch + 1 - best.best_epoch >= cfg.patience:
-            break
+
+    def run_epochs(first: int, last: int, early_stop: bool) -> None:
+        # one fit call per epoch, as in the experiment that introduced the head
+        # (models/tb-vs-normal/experiments/three-class-preregistration.md), so that its runs
+        # reproduce batch for batch (each call draws Keras' signature batches anew)
+        for epoch in range(first, last):
+            fitted.fit(batches, initial_epoch=epoch, epochs=epoch + 1, callbacks=[best], verbose=2)
+            if early_stop and epoch + 1 - best.best_epoch >= cfg.patience:
+                return
+
+    if weights is not None and cfg.freeze_epochs > 0:  # as a binary run: head first, then all
+        backbone.trainable = False
+        _compile(fitted, learning_rate(cfg, cfg.learning_rate, cfg.freeze_epochs), classes=True)
+        run_epochs(0, min(cfg.freeze_epochs, cfg.epochs), early_stop=False)
+        backbone.trainable = True
+    done = len(best.history)
+    _compile(fitted, learning_rate(cfg, cfg.learning_rate / (10 if weights else 1), cfg.epochs - done),
+             classes=True)
+    run_epochs(done, cfg.epochs, early_stop=True)
     chosen = keras.saving.load_model(out_dir / "model.keras")
     chosen.save(out_dir / THREE_CLASS_FILE)  # the network with its three class filters
     fold(chosen, cfg.arch, cfg.size, cfg.dropout, cfg.l2).save(out_dir / "model.keras")
