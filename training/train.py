@@ -1,4 +1,7 @@
-"""Train one binary classifier: source-balanced sampling, augmentation, early stopping.
+"""Train one classifier: source-balanced sampling, augmentation, early stopping.
+
+Binary by default; ``--head three-class`` trains a softmax over normal, pneumonia
+and TB and ships it as the task's binary model (:mod:`training.three_class`).
 
 Judged in inference mode on the validation split every epoch (ROC-AUC of the
 worst positive source), keeping the best checkpoint; cosine learning-rate decay;
