@@ -22,8 +22,8 @@ classifiers list it (:class:`inference.engine.ModelRunner`).
 
 A site may override a classifier's threshold (``inference.thresholds``). A
 threshold is a point on one model's score scale: set for one version, it means
-nothing for the next (TB vs normal 1.4.0's own threshold was 0.288, 1.5.0's is
-0.207). An override that names the model version it was calibrated for
+nothing for the next (TB vs normal 1.4.0's own threshold was 0.288, 1.5.0's
+0.207, 1.6.0's is 0.121). An override that names the model version it was calibrated for
 (``cxr-gateway calibrate`` prints it so) is refused when the folder holds
 another version, so that a model update cannot silently move a site's
 operating point.

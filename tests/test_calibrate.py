@@ -67,17 +67,17 @@ def test_repeated_cross_calibration_averages_the_fold_assignments() -> None:
     single, single_thr = cross_calibrate("tb-vs-normal", y, s, sources, 0.90, "sensitivity", 5, 7)
     one, one_thr, one_points = repeated_cross_calibrate("tb-vs-normal", y, s, sources, 0.90,
                                                         "sensitivity", 5, 7, 1)
-    assert one == single and one_thr == single_thr and one_points == [single]
+    assert one == single and one_thr == [single_thr] and one_points == [single]
     point, thresholds, points = repeated_cross_calibrate("tb-vs-normal", y, s, sources, 0.90,
                                                          "sensitivity", 5, 7, 4)
-    assert len(points) == 4 and len(thresholds) == 20
+    assert len(points) == 4 and [len(t) for t in thresholds] == [5] * 4
     assert points[0] == single  # repeat r uses seed + r
     assert points[1] == cross_calibrate("tb-vs-normal", y, s, sources, 0.90, "sensitivity", 5, 8)[0]
     assert len({p.tp for p in points} | {p.tn for p in points}) > 2  # the assignments differ
     assert point.tp == round(float(np.mean([p.tp for p in points])))
     assert point.tn == round(float(np.mean([p.tn for p in points])))
     assert (point.tp + point.fn, point.tn + point.fp) == (60, 90)
-    assert point.threshold == pytest.approx(float(np.median(thresholds)))
+    assert point.threshold == pytest.approx(float(np.median(np.concatenate(thresholds))))
 
 
 def test_spread_warning_looks_within_one_fold_assignment() -> None:
@@ -86,9 +86,9 @@ def test_spread_warning_looks_within_one_fold_assignment() -> None:
     from training.calibrate import _warnings
 
     tb, normal = frozenset({"tb"}), frozenset({"normal"})
-    steady = [0.20, 0.22, 0.21, 0.20, 0.22] + [0.28, 0.30, 0.29, 0.28, 0.30]
-    assert _warnings(200, 200, steady, 5, tb, normal) == []
-    shaky = [0.10, 0.25, 0.18, 0.12, 0.24] * 2
-    (warning,) = _warnings(200, 200, shaky, 5, tb, normal)
+    steady = [[0.20, 0.22, 0.21, 0.20, 0.22], [0.28, 0.30, 0.29, 0.28, 0.30]]
+    assert _warnings(200, 200, steady, tb, normal) == []
+    shaky = [[0.10, 0.25, 0.18, 0.12, 0.24]] * 2
+    (warning,) = _warnings(200, 200, shaky, tb, normal)
     assert "within one fold assignment the folds' thresholds vary by 0.15 (median of 2" in warning
-    assert any("only 50 tb cases" in w for w in _warnings(50, 200, steady, 5, tb, normal))
+    assert any("only 50 tb cases" in w for w in _warnings(50, 200, steady, tb, normal))

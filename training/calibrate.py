@@ -1,9 +1,10 @@
 """Site calibration: a classifier's operating threshold from a hospital's own verified cases.
 
 The shipped thresholds are chosen on the ``cxr/`` validation split. Radiographs
-from other hospitals score differently (TB vs normal 1.5.0 on external-dev:
-sensitivity 0.881 at the shipped threshold, where the WHO triage target asks
-for 0.90), so a site should set its own operating point before clinical use.
+from other hospitals score differently (TB vs normal on external-dev at the
+shipped threshold: 1.5.0 found 0.881 of TB, short of the WHO triage target's
+0.90; 1.6.0 finds 0.938 but clears only 0.711 of the normals, just above the
+target's 0.70), so a site should set its own operating point before clinical use.
 ``cxr-gateway calibrate``:
 
 1. scores the site's labelled cases (``labels.csv`` or a folder per class; PNG,
@@ -158,23 +159,25 @@ def cross_calibrate(task: str, y: NDArray[np.float32], s: NDArray[np.float32], s
 def repeated_cross_calibrate(task: str, y: NDArray[np.float32], s: NDArray[np.float32],
                              sources: list[str], target: float | None, kind: str | None,
                              folds: int, seed: int, repeats: int
-                             ) -> tuple[OperatingPoint, list[float], list[OperatingPoint]]:
+                             ) -> tuple[OperatingPoint, list[list[float]], list[OperatingPoint]]:
     """Cross-calibration with fold seeds ``seed .. seed+repeats-1``, averaged.
 
     The counts of the returned point are each cell's mean over the repeats,
     rounded, so its Wilson intervals rest on the real number of cases (the
     repeats re-use the same cases: they steady the estimate, they do not add
-    evidence). Also returns every fold threshold and each repeat's point.
+    evidence). Also returns each repeat's fold thresholds and point; the point's
+    threshold is the median of all fold thresholds.
     """
     points, thresholds = [], []
     for r in range(repeats):
         point, thr = cross_calibrate(task, y, s, sources, target, kind, folds, seed + r)
         points.append(point)
-        thresholds += thr
+        thresholds.append(thr)
     n_pos, n_neg = int(np.sum(y == 1)), int(np.sum(y == 0))
     tp = round(float(np.mean([p.tp for p in points])))
     tn = round(float(np.mean([p.tn for p in points])))
-    return _point(float(np.median(thresholds)), tp, n_pos - tp, tn, n_neg - tn), thresholds, points
+    median = float(np.median(np.concatenate(thresholds)))
+    return _point(median, tp, n_pos - tp, tn, n_neg - tn), thresholds, points
 
 
 def calibrate(model_dir: Path, data: Path, split: str = "all", target: float | None = None,
@@ -196,19 +199,19 @@ def calibrate(model_dir: Path, data: Path, split: str = "all", target: float | N
     if repeats < 1:
         raise CalibrationError(f"--repeats {repeats}: expected 1 or more")
     threshold, rule = choose_threshold(spec.task, y, s, result.sources, target, kind, "site")
-    cross, fold_thresholds, points = repeated_cross_calibrate(
+    cross, per_repeat, points = repeated_cross_calibrate(
         spec.task, y, s, result.sources, target, kind, folds, seed, repeats)
-    warnings = _warnings(n_pos, n_neg, fold_thresholds, folds, task.positive, task.negative)
+    warnings = _warnings(n_pos, n_neg, per_repeat, task.positive, task.negative)
     cal = Calibration(
         model=spec.name, version=spec.version, task=spec.task, data=str(data), split=split,
         n_positive=n_pos, n_negative=n_neg, rule=rule, threshold=threshold,
         shipped=operating_point(y, s, spec.threshold), in_sample=operating_point(y, s, threshold),
-        cross=cross, folds=folds, fold_thresholds=fold_thresholds, repeats=repeats,
+        cross=cross, folds=folds, fold_thresholds=[t for thr in per_repeat for t in thr], repeats=repeats,
         repeat_rates=[(p.sensitivity, p.specificity) for p in points], warnings=warnings)
     return cal, result
 
 
-def _warnings(n_pos: int, n_neg: int, fold_thresholds: list[float], folds: int,
+def _warnings(n_pos: int, n_neg: int, per_repeat: list[list[float]],
               positive: frozenset[str], negative: frozenset[str]) -> list[str]:
     out = []
     for n, names in ((n_pos, positive), (n_neg, negative)):
@@ -218,13 +221,13 @@ def _warnings(n_pos: int, n_neg: int, fold_thresholds: list[float], folds: int,
                        f"could be anywhere in {lo:.2f}-{hi:.2f}; {ADVISED_CASES} or more are advised")
     # the spread within one fold assignment (median over the repeats): more repeats draw more
     # thresholds, which widens the overall range without the threshold being any less steady
-    spreads = [max(chunk) - min(chunk) for chunk in
-               (fold_thresholds[i:i + folds] for i in range(0, len(fold_thresholds), folds))]
+    spreads = [max(thr) - min(thr) for thr in per_repeat]
     spread = float(np.median(spreads))
+    everything = [t for thr in per_repeat for t in thr]
     if spread > 0.1:
         out.append(f"within one fold assignment the folds' thresholds vary by {spread:.2f} "
-                   f"(median of {len(spreads)}; all: {min(fold_thresholds):.3f}-"
-                   f"{max(fold_thresholds):.3f}): the threshold rests on few cases near it; "
+                   f"(median of {len(spreads)}; all: {min(everything):.3f}-"
+                   f"{max(everything):.3f}): the threshold rests on few cases near it; "
                    "add cases before relying on it")
     return out
 

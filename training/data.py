@@ -137,6 +137,11 @@ def stratified_split(records: list[Record], seed: int, val_fraction: float,
     return out
 
 
+def as_model_input(images: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """Cached uint8 preprocessed images to the float model input ``(n, s, s, 1)``."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
 def load_gray(path: Path) -> NDArray[np.float32]:
     """Read an image file (PNG, JPEG, ... or DICOM) as grayscale in [0, 1].
 

@@ -18,8 +18,7 @@ import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from training.data import load_images
-from training.evaluate import as_model_input
+from training.data import as_model_input, load_images
 from training.metrics import specificity_at_sensitivity
 from training.model_folder import records_for
 from training.pipeline import keras_scorer

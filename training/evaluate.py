@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from training.data import ImageSet
+from training.data import ImageSet, as_model_input
 from training.metrics import binary_metrics, per_source_metrics
 from training.plots import plot_calibration, plot_confusion, plot_pr, plot_roc
 from training.tasks import Task
@@ -36,11 +36,6 @@ class SetResult:
     sources: list[str]
     overall: dict[str, object] = field(default_factory=dict)
     per_source: dict[str, dict[str, object]] = field(default_factory=dict)
-
-
-def as_model_input(images: NDArray[np.uint8]) -> NDArray[np.float32]:
-    """Cached uint8 preprocessed images to the float model input ``(n, s, s, 1)``."""
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
 def score_set(name: str, data: ImageSet, task: Task, scorer: Scorer, threshold: float) -> SetResult:

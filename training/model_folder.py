@@ -12,8 +12,8 @@ from numpy.typing import NDArray
 
 from inference.engine import TfliteModel
 from inference.registry import ModelSpec
-from training.data import Record, load_images, read_records
-from training.evaluate import SetResult, as_model_input, score_set, write_report
+from training.data import Record, as_model_input, load_images, read_records
+from training.evaluate import SetResult, score_set, write_report
 from training.export import export_model
 from training.tasks import TASKS
 from training.train import task_subset

@@ -25,6 +25,7 @@ from training.card import CardInfo, write_card, write_model_json
 from training.data import (
     ImageSet,
     Record,
+    as_model_input,
     dataset_hash,
     describe,
     load_images,
@@ -32,7 +33,7 @@ from training.data import (
     read_records,
 )
 from training.ensemble import export_members
-from training.evaluate import SetResult, as_model_input, score_set, write_report
+from training.evaluate import SetResult, score_set, write_report
 from training.export import ParityReport, export_model
 from training.metrics import threshold_for_sensitivity, threshold_for_specificity
 from training.plots import plot_history

@@ -26,7 +26,6 @@ itself stays beside it in the run folder (``three-class.keras``).
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 import keras
@@ -35,6 +34,7 @@ from keras import layers
 from numpy.typing import NDArray
 
 from training.architectures import build_model
+from training.sampling import sampling_weights
 from training.tasks import TASKS, Task
 
 log = logging.getLogger(__name__)
@@ -61,31 +61,12 @@ def class_targets(labels: list[str]) -> NDArray[np.int64]:
 
 def class_sampling_weights(y: NDArray[np.int64], sources: list[str], balance: str,
                            source_weights: dict[str, float] | None = None) -> NDArray[np.float64]:
-    """Per-image sampling probability: each class a third of the draws (``class``) and, with
-    ``source``, each source within a class equally often; ``none``: uniform. ``source_weights``
-    scales named sources (0 leaves one out), after which every class is brought back to a third."""
+    """:func:`training.sampling.sampling_weights` over the three classes (a third each), once
+    every class has training images."""
     missing = sorted(set(CLASSES) - {CLASSES[i] for i in set(y.tolist())})
     if missing:
         raise ValueError(f"head three-class: the training split has no {missing} images")
-    if balance == "none":
-        w = np.full(len(y), 1.0)
-    else:
-        keys = [(int(t), s if balance == "source" else "") for t, s in zip(y, sources, strict=True)]
-        per_key = Counter(keys)
-        keys_per_class = Counter(k[0] for k in per_key)
-        w = np.array([1.0 / (per_key[k] * keys_per_class[k[0]] * len(CLASSES)) for k in keys])
-    if source_weights:
-        for name, factor in source_weights.items():
-            w[np.asarray(sources) == name] *= factor
-        if balance != "none":
-            for cls in range(len(CLASSES)):
-                total = w[y == cls].sum()
-                if total <= 0:
-                    raise ValueError(f"source_weights: class {CLASSES[cls]} has no training image left")
-                w[y == cls] *= (1.0 / len(CLASSES)) / total
-    if w.sum() <= 0:
-        raise ValueError("source_weights: every training image has weight 0")
-    return w / w.sum()
+    return sampling_weights(y, sources, balance, source_weights, classes=len(CLASSES))
 
 
 def three_class_models(arch: str, size: int, dropout: float, l2: float, weights: Path | None,

@@ -15,7 +15,6 @@ import logging
 import math
 import shutil
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from sklearn.metrics import roc_auc_score
 from training.adversary import ConfusionSchedule, Targets, adversarial_model, adversary_targets
 from training.architectures import build_model
 from training.augment import AugmentConfig, augment
-from training.data import ImageSet
+from training.data import ImageSet, as_model_input
+from training.sampling import sampling_weights
 from training.tasks import TASKS, Task
 from training.three_class import (
     THREE_CLASS_FILE,
@@ -80,34 +80,10 @@ def task_subset(data: ImageSet, task: Task) -> tuple[ImageSet, NDArray[np.float3
     return data.subset(mask), y
 
 
-def sampling_weights(y: NDArray[np.float32], sources: list[str], balance: str,
-                     source_weights: dict[str, float] | None = None) -> NDArray[np.float64]:
-    """Per-image sampling probability.
-
-    ``class``: each class drawn half the time. ``source``: in addition, every
-    source within a class equally often, so that no single capture style
-    (e.g. scanned film) stands for a class. ``none``: uniform.
-    ``source_weights`` then scales named sources (0 leaves a source out of training).
-    """
-    n = len(y)
-    if balance == "none":
-        w = np.full(n, 1.0)
-    else:
-        keys = [(int(t), s if balance == "source" else "") for t, s in zip(y, sources, strict=True)]
-        per_key = Counter(keys)
-        keys_per_class = Counter(k[0] for k in per_key)
-        w = np.array([1.0 / (per_key[k] * keys_per_class[k[0]] * 2) for k in keys])
-    for name, factor in (source_weights or {}).items():
-        w[np.asarray(sources) == name] *= factor
-    if balance != "none":
-        for cls in (0, 1):
-            total = w[y == cls].sum()
-            if total <= 0:
-                raise ValueError(f"source_weights: class {cls} has no training image left")
-            w[y == cls] *= 0.5 / total
-    if w.sum() <= 0:
-        raise ValueError("source_weights: every training image has weight 0")
-    return w / w.sum()
+def augment_config(cfg: TrainConfig) -> AugmentConfig:
+    """The augmentation a run's options ask for (the rest at :class:`AugmentConfig`'s defaults)."""
+    return AugmentConfig(flip_p=cfg.flip_p, zoom=cfg.zoom, fourier_p=cfg.fourier_p,
+                         texture_p=cfg.texture_p, frame_p=cfg.frame_p)
 
 
 Batch = tuple[NDArray[np.float32], NDArray[np.float32]]
@@ -281,13 +257,8 @@ def train(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: TrainConfig,
         adversary, names = adversary_targets(tr.labels, tr.sources)
         log.info("capture adversary: confusion weight up to %g; the head predicts the source "
                  "among %s given the label", cfg.adversary, ", ".join(names))
-    batches = BalancedBatches(tr.images, y_tr, p, cfg, AugmentConfig(flip_p=cfg.flip_p,
-                                                                   zoom=cfg.zoom,
-                                                                   fourier_p=cfg.fourier_p,
-                                                                   texture_p=cfg.texture_p,
-                                                                   frame_p=cfg.frame_p),
-                              adversary)
-    x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
+    batches = BalancedBatches(tr.images, y_tr, p, cfg, augment_config(cfg), adversary)
+    x_va = as_model_input(va.images)
     model, backbone = build_model(cfg.arch, cfg.size, cfg.dropout, cfg.l2,
                                   Path(cfg.weights) if cfg.weights else None, cfg.centre_crop)
     best = BestByAuc(model, x_va, y_va, va.sources, out_dir / "model.keras", cfg.patience,
@@ -337,12 +308,10 @@ def _train_three_class(train_set: ImageSet, val_set: ImageSet, task: Task, cfg: 
     if len(set(y_va)) < 2:
         raise ValueError(f"task {task.name}: val needs both classes")
     p = class_sampling_weights(y_tr, train_set.sources, cfg.balance, dict(cfg.source_weights))
-    batches = BalancedBatches(train_set.images, y_tr.astype(np.float32), p, cfg,
-                              AugmentConfig(flip_p=cfg.flip_p, zoom=cfg.zoom, fourier_p=cfg.fourier_p,
-                                            texture_p=cfg.texture_p, frame_p=cfg.frame_p))
+    batches = BalancedBatches(train_set.images, y_tr.astype(np.float32), p, cfg, augment_config(cfg))
     weights = Path(cfg.weights) if cfg.weights else None
     fitted, model, backbone = three_class_models(cfg.arch, cfg.size, cfg.dropout, cfg.l2, weights, pair)
-    x_va = (va.images.astype(np.float32) / 255.0)[..., np.newaxis]
+    x_va = as_model_input(va.images)
     best = BestByAuc(model, x_va, y_va, va.sources, out_dir / "model.keras", cfg.patience,
                      cfg.save_epochs)
     started = time.time()
