@@ -157,6 +157,11 @@ class InferenceSettings(_Section):
     heatmap: bool = True
     max_attempts: int = Field(
         default=3, ge=1, le=100, description="give up an instance after this many tries")
+    min_patient_age_years: float = Field(
+        default=15, ge=0, le=120,
+        description="intended use: images of younger patients are skipped (WHO consolidated "
+                    "guidelines on TB screening, 2021: CAD for people aged 15 and over); "
+                    "an unknown age is classified with a note; 0 = off")
 
 
 class AggregationSettings(_Section):

@@ -9,6 +9,7 @@ workers after their current image, close the journal.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from dicom_node.preflight import models_dir
 from dicom_node.scp import start_scp
 from dicom_node.spool import Spool
 from dicom_node.worker import Pipeline, Predictor, Worker
+from inference.age import DEFAULT_MIN_AGE_YEARS
 from inference.preprocess import PreprocessError
 from inference.registry import ModelError
 
@@ -44,15 +46,19 @@ def build_pipeline(settings: Settings) -> Pipeline:
     except (ModelError, ValueError, RuntimeError) as err:
         raise StartupError(f"inference.models_dir ({folder}): cannot load the models ({err}); "
                            "export them there or set inference.workers: 0") from err
-    return engine_pipeline(engine, settings.inference.heatmap)
+    return engine_pipeline(engine, settings.inference.heatmap,
+                           settings.inference.min_patient_age_years)
 
 
-def engine_pipeline(engine: Predictor, heatmap: bool) -> Pipeline:
-    """The worker pipeline of the real parts: quality gate, pixel normalisation, ``engine``."""
+def engine_pipeline(engine: Predictor, heatmap: bool,
+                    min_age_years: float = DEFAULT_MIN_AGE_YEARS) -> Pipeline:
+    """The worker pipeline of the real parts: quality gate (with the intended-use age),
+    pixel normalisation, ``engine``."""
     from inference.pixels import PixelError, dicom_to_gray
     from inference.quality import check_quality, verdict_for_pixel_error
 
-    return Pipeline(check_quality=check_quality, to_gray=dicom_to_gray, predictor=engine,
+    gate = functools.partial(check_quality, min_age_years=min_age_years)
+    return Pipeline(check_quality=gate, to_gray=dicom_to_gray, predictor=engine,
                     heatmap=heatmap, undecodable=(PixelError,),
                     explain_undecodable=verdict_for_pixel_error, unusable=(PreprocessError,))
 

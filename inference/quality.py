@@ -16,7 +16,13 @@ fails gives the reason recorded for the instance:
 6. frontal view: View Position (0018,5101) PA or AP, else View Code
    Sequence (0054,0220), else the descriptions; lateral, oblique and
    decubitus views are skipped, an unknown view is accepted;
-7. Pixel Data present, size within limits, pixel format supported
+7. intended use: a patient younger than ``min_age_years``
+   (``inference.min_patient_age_years``, default 15: WHO consolidated
+   guidelines on TB screening, 2021, recommend CAD for people aged 15 and
+   over) is skipped; an unknown age (absent, malformed, a birth date after
+   the study) is accepted with a note the SR, the ORU and the console carry
+   (:mod:`inference.age`); 0 turns the rule off;
+8. Pixel Data present, size within limits, pixel format supported
    (:func:`inference.pixels.pixel_format`).
 
 Decoding can still fail later; :func:`verdict_for_pixel_error` words that
@@ -49,6 +55,7 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
+from inference.age import DEFAULT_MIN_AGE_YEARS, below_minimum_reason, patient_age, unknown_age_note
 from inference.own_outputs import gateway_mark
 from inference.pixels import (
     PixelError,
@@ -116,24 +123,31 @@ class GateCode(StrEnum):
     SOP_CLASS = "sop-class"
     BODY_PART = "body-part"
     VIEW = "view"
+    AGE = "age"  # outside intended use: younger than inference.min_patient_age_years
     NO_PIXEL_DATA = "no-pixel-data"
     SIZE = "size"
     PIXEL_FORMAT = "pixel-format"
     UNREADABLE = "unreadable"
     INVERTED = "inverted"  # decided on the pixels, by :mod:`inference.polarity`
+    NOT_RADIOGRAPH = "not-radiograph"  # decided on the pixels, by :mod:`inference.ood`
 
 
 @dataclass(frozen=True)
 class QualityVerdict:
-    """The gate's answer: ``ok`` to classify, else ``reason`` is a sentence for hospital IT."""
+    """The gate's answer: ``ok`` to classify, else ``reason`` is a sentence for hospital IT.
+
+    ``notes`` go with an accepted image into its result (SR, ORU, console), e.g.
+    that the patient's age is unknown.
+    """
 
     ok: bool
     reason: str
     code: GateCode
+    notes: tuple[str, ...] = ()
 
     @classmethod
-    def accept(cls) -> QualityVerdict:
-        return cls(True, "accepted: frontal chest radiograph", GateCode.ACCEPTED)
+    def accept(cls, notes: tuple[str, ...] = ()) -> QualityVerdict:
+        return cls(True, "accepted: frontal chest radiograph", GateCode.ACCEPTED, notes)
 
     @classmethod
     def skip(cls, code: GateCode, why: str) -> QualityVerdict:
@@ -145,8 +159,8 @@ class QualityVerdict:
         return self.reason.split(": ", 1)[1]
 
 
-def check_quality(ds: Dataset, min_side: int = MIN_SIDE,
-                  max_side: int = MAX_SIDE) -> QualityVerdict:
+def check_quality(ds: Dataset, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE,
+                  min_age_years: float = DEFAULT_MIN_AGE_YEARS) -> QualityVerdict:
     """Apply the gate rules of the module docstring, in order, to the tags of ``ds``.
 
     Never raises: pydicom parses elements on first access, and an element
@@ -157,7 +171,10 @@ def check_quality(ds: Dataset, min_side: int = MIN_SIDE,
             verdict = rule(ds)
             if verdict is not None:
                 return verdict
-        return _pixels(ds, min_side, max_side) or QualityVerdict.accept()
+        age = age_verdict(ds, min_age_years)
+        if not age.ok:
+            return age
+        return _pixels(ds, min_side, max_side) or age
     except Exception as err:  # pydicom raises OSError, ValueError, struct.error... on bad values
         log.warning("unreadable header: %s: %s", type(err).__name__, err)
         why = f"a header attribute cannot be read ({type(err).__name__}: {err})"
@@ -260,6 +277,18 @@ def _view(ds: Dataset) -> QualityVerdict | None:
             return QualityVerdict.skip(GateCode.VIEW, why)
     log.debug("no view information; treated as frontal")
     return None
+
+
+def age_verdict(ds: Dataset, min_age_years: float) -> QualityVerdict:
+    """Intended use by age (rule 7): skip below ``min_age_years``, accept an unknown age with a note."""
+    if min_age_years <= 0:
+        return QualityVerdict.accept()
+    age = patient_age(ds)
+    if age is None:
+        return QualityVerdict.accept((unknown_age_note(min_age_years),))
+    if age.years < min_age_years:
+        return QualityVerdict.skip(GateCode.AGE, below_minimum_reason(age, min_age_years))
+    return QualityVerdict.accept()
 
 
 def _pixels(ds: Dataset, min_side: int, max_side: int) -> QualityVerdict | None:

@@ -96,6 +96,8 @@ SKIPPED = [
      GateCode.VIEW, "View Code 'left lateral'"),
     (make_chest(view_position=None, series_description="Chest LAT", **SMALL), GateCode.VIEW,
      "Series Description 'Chest LAT'"),
+    (with_tags(make_chest(**SMALL), PatientAge="006Y"), GateCode.AGE,
+     "outside intended use: patient aged 6 years (inference.min_patient_age_years = 15)"),
     (make_without_pixels(), GateCode.NO_PIXEL_DATA, "no Pixel Data (7FE0,0010)"),
     (make_tiny(), GateCode.SIZE, "image size 64x64 pixels is outside"),
     (with_tags(make_chest(**SMALL), Rows=12000), GateCode.SIZE, "256x12000"),
