@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 from dicom_node.errors import JournalError
 from dicom_node.journal import Job, Journal, StoredResult
 from inference.pixels import PixelError, load_dicom
+from inference.preprocess import CropBox
 from inference.quality import QualityVerdict
 from inference.results import ClassifierScore, Finding, Prediction
 
@@ -45,6 +46,9 @@ class Verdict(Protocol):
 
     @property
     def reason(self) -> str: ...
+
+    @property
+    def notes(self) -> tuple[str, ...]: ...
 
 
 class Predictor(Protocol):
@@ -66,20 +70,29 @@ class Pipeline:
     undecodable: tuple[type[Exception], ...]  # pixel data cannot be decoded: skipped
     explain_undecodable: Callable[[Any], Verdict]  # the skip reason for those
     unusable: tuple[type[Exception], ...]  # decoded but unusable (e.g. no contrast): failed
+    load: Callable[[Path], Dataset] = load_dicom  # reads the spool file (bounded inflation)
 
 
 def prediction_to_json(prediction: Prediction) -> str:
-    """The stored form of a prediction, without its heatmap (kept as a ``.npy`` file)."""
+    """The stored form of a prediction, without its heatmap (kept as a ``.npy`` file);
+    with the crop box the heatmap is placed through and the gate's notes."""
+    box = prediction.crop_box
     return json.dumps({"tb_vs_normal": asdict(prediction.tb_vs_normal),
                        "pneumonia_vs_tb": asdict(prediction.pneumonia_vs_tb),
-                       "finding": prediction.finding.value})
+                       "finding": prediction.finding.value,
+                       "crop_box": None if box is None else box.to_dict(),
+                       "notes": list(prediction.notes)})
 
 
 def prediction_from_json(text: str, heatmap: NDArray[np.float32] | None = None) -> Prediction:
+    """A stored prediction; rows written before the crop box and notes were kept have none."""
     data = json.loads(text)
+    box = data.get("crop_box")
     return Prediction(ClassifierScore(**data["tb_vs_normal"]),
                       ClassifierScore(**data["pneumonia_vs_tb"]),
-                      Finding(data["finding"]), heatmap)
+                      Finding(data["finding"]), heatmap,
+                      None if box is None else CropBox.from_dict(box),
+                      tuple(str(n) for n in data.get("notes") or ()))
 
 
 def _lower_thread_priority() -> None:
@@ -142,7 +155,7 @@ class Worker(threading.Thread):
             self._retry_or_fail(job, err)
 
     def _classify(self, job: Job) -> None:
-        ds = load_dicom(job.path)
+        ds = self.pipeline.load(job.path)
         verdict = self.pipeline.check_quality(ds)
         if not verdict.ok:
             log.info("%s %s", job.sop_instance_uid, verdict.reason)
@@ -161,6 +174,8 @@ class Worker(threading.Thread):
             self.journal.finish_skipped(job, pixel_verdict.reason)
             return
         prediction = self.pipeline.predictor.predict_gray(gray, heatmap=self.pipeline.heatmap)
+        if verdict.notes:  # e.g. the patient's age is unknown: the reader is told
+            prediction = replace(prediction, notes=prediction.notes + tuple(verdict.notes))
         heatmap_path = self._save_heatmap(job.path, prediction.heatmap)
         self.journal.finish_classified(job, StoredResult(
             tb_score=prediction.tb_vs_normal.score, finding=prediction.finding.value,

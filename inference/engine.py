@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from inference.polarity import PolarityModel, load_polarity
-from inference.preprocess import preprocess_gray, view_stack
+from inference.preprocess import CropBox, preprocess_with_box, view_stack
 from inference.quality import QualityVerdict
 from inference.registry import PNEUMONIA_VS_TB, TB_VS_NORMAL, ModelSpec, Thresholds, load_registry
 from inference.results import ClassifierScore, Prediction, combine
@@ -166,12 +166,15 @@ class InferenceEngine:
 
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction:
         """Classify one presentation-space grayscale image with both models."""
-        units = {s: preprocess_gray(gray, s) for s in {self.tb.input_size, self.pneumonia.input_size}}
+        units: dict[int, NDArray[np.float32]] = {}
+        box: CropBox | None = None  # the same for every input size: only the resize differs
+        for size in {self.tb.input_size, self.pneumonia.input_size}:
+            units[size], box = preprocess_with_box(gray, size)
         (tb_score, tb_cam), (pn_score, _) = self.runner.run(units)
         tb = _score(self.tb, tb_score)
         pn = _score(self.pneumonia, pn_score)
         hm = cam_to_heatmap(tb_cam, self.tb.input_size) if heatmap else None
-        return Prediction(tb, pn, combine(tb, pn), hm)
+        return Prediction(tb, pn, combine(tb, pn), hm, box)
 
 
 def _score(spec: ModelSpec, score: float) -> ClassifierScore:

@@ -27,9 +27,18 @@ instead of the disease (see "Known traps" in the data README):
    independent; a 10-bit and a 16-bit image of the same content agree);
 6. CLAHE (contrast-limited adaptive histogram equalisation), which evens out
    the global contrast of film photographs and digital radiographs.
+
+Steps 1-3 only cut: :func:`crop_box` says which rectangle of the source
+survives them (:class:`CropBox`, source pixel coordinates), and
+:func:`preprocess_with_box` returns it with the model input, so a heatmap in
+model-input geometry is laid back over exactly that rectangle
+(:func:`results.overlay.place_heatmap`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,6 +62,44 @@ class PreprocessError(ValueError):
     """The image cannot be turned into a model input (empty, flat, wrong shape)."""
 
 
+@dataclass(frozen=True)
+class CropBox:
+    """The rectangle of the source image the model saw: rows ``top:bottom``, columns
+    ``left:right`` (end exclusive) of a ``rows`` x ``columns`` source, in source pixels.
+
+    Every trim (uniform padding, dark surround) and the fixed margin are in it;
+    the model input is this rectangle resized to a square.
+    """
+
+    rows: int
+    columns: int
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+    def inner(self, top: int, left: int, bottom: int, right: int) -> CropBox:
+        """The box of a further cut, given in this box's own coordinates."""
+        return CropBox(self.rows, self.columns, self.top + top, self.left + left,
+                       self.top + bottom, self.left + right)
+
+    def cut(self, gray: NDArray[Any]) -> NDArray[Any]:
+        return gray[self.top:self.bottom, self.left:self.right]
+
+    def to_dict(self) -> dict[str, int]:
+        return {"rows": self.rows, "columns": self.columns, "top": self.top, "left": self.left,
+                "bottom": self.bottom, "right": self.right}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CropBox:
+        return cls(**{k: int(data[k]) for k in ("rows", "columns", "top", "left", "bottom", "right")})
+
+
+def _whole(gray: NDArray[Any]) -> CropBox:
+    h, w = gray.shape
+    return CropBox(h, w, 0, 0, h, w)
+
+
 def _flat_run(flat: NDArray[np.bool_], limit: int) -> int:
     """How many leading entries of ``flat`` are True, at most ``limit``."""
     if limit <= 0 or flat.all():
@@ -62,7 +109,13 @@ def _flat_run(flat: NDArray[np.bool_], limit: int) -> int:
 
 def trim_padding(gray: NDArray[np.float32], tolerance: float = PAD_TOLERANCE,
                  limit: float = PAD_LIMIT) -> NDArray[np.float32]:
-    """Cut the uniform rows and columns off each edge of ``gray`` (padding, a flat canvas).
+    """Cut the uniform rows and columns off each edge of ``gray`` (:func:`padding_box`)."""
+    return padding_box(gray, tolerance, limit).cut(gray)
+
+
+def padding_box(gray: NDArray[np.float32], tolerance: float = PAD_TOLERANCE,
+                limit: float = PAD_LIMIT) -> CropBox:
+    """What is left of ``gray`` without the uniform rows and columns at each edge (padding, a flat canvas).
 
     A row (column) is padding when its standard deviation is below ``tolerance``
     of the image's 0.5–99.5 percentile range, so the rule is bit-depth
@@ -78,7 +131,7 @@ def trim_padding(gray: NDArray[np.float32], tolerance: float = PAD_TOLERANCE,
     probe = gray[::k, ::k]
     low, high = np.percentile(probe[::2, ::2], WINDOW_PERCENTILES)  # the grey range, roughly
     if high - low <= 0:
-        return gray
+        return _whole(gray)
     tol = tolerance * float(high - low)
     ph, pw = probe.shape
     max_rows, max_cols = int(ph * limit), int(pw * limit)  # per side
@@ -94,7 +147,7 @@ def trim_padding(gray: NDArray[np.float32], tolerance: float = PAD_TOLERANCE,
     # probe row i is pixel row i * k: the content starts after the last flat probe row and
     # ends before the first flat one, so cut no further (up to k - 1 pixels of padding stay)
     y0, x0 = (top - 1) * k + 1 if top else 0, (left - 1) * k + 1 if left else 0
-    return gray[y0: min(h, bottom * k), x0: min(w, right * k)]
+    return CropBox(h, w, y0, x0, min(h, bottom * k), min(w, right * k))
 
 
 def _probe(gray: NDArray[np.float32], size: int) -> NDArray[np.float32]:
@@ -124,7 +177,14 @@ def surround_mask(gray: NDArray[np.float32], dark: float = SURROUND_DARK,
 
 def trim_surround(gray: NDArray[np.float32], share: float = SURROUND_SHARE,
                   limit: float = PAD_LIMIT) -> NDArray[np.float32]:
-    """Cut the edge columns and rows of ``gray`` that are mostly dark surround (air outside the body).
+    """Cut the dark surround off ``gray`` (:func:`surround_box`)."""
+    return surround_box(gray, share, limit).cut(gray)
+
+
+def surround_box(gray: NDArray[np.float32], share: float = SURROUND_SHARE,
+                 limit: float = PAD_LIMIT) -> CropBox:
+    """What is left of ``gray`` without the edge columns and rows that are mostly dark
+    surround (air outside the body).
 
     A column (row) goes when more than ``share`` of it is in :func:`surround_mask`;
     cuts run inwards from each edge and stop at the first column (row) that is
@@ -138,14 +198,30 @@ def trim_surround(gray: NDArray[np.float32], share: float = SURROUND_SHARE,
     cols, rows = mask.mean(axis=0) > share, mask.mean(axis=1) > share
     top, bottom = _flat_run(rows, most), _flat_run(rows[::-1], most)
     left, right = _flat_run(cols, most), _flat_run(cols[::-1], most)
-    return gray[top * h // p: h - bottom * h // p, left * w // p: w - right * w // p]
+    return CropBox(h, w, top * h // p, left * w // p, h - bottom * h // p, w - right * w // p)
 
 
 def crop_margin(gray: NDArray[np.float32], margin: float = CROP_MARGIN) -> NDArray[np.float32]:
     """Cut ``margin`` of the height and width away on every side."""
-    h, w = gray.shape
+    return margin_box(gray.shape, margin).cut(gray)
+
+
+def margin_box(shape: tuple[int, ...], margin: float = CROP_MARGIN) -> CropBox:
+    """The central box of a ``shape`` image without ``margin`` of its height and width on every side."""
+    h, w = int(shape[0]), int(shape[1])
     dy, dx = int(round(h * margin)), int(round(w * margin))
-    return gray[dy : h - dy, dx : w - dx]
+    return CropBox(h, w, dy, dx, h - dy, w - dx)
+
+
+def crop_box(gray: NDArray[np.float32]) -> CropBox:
+    """Steps 1-3 as one rectangle of ``gray``: padding trimmed, then the dark surround of
+    what is left, then the margin of what is left after that."""
+    box = padding_box(gray)
+    padded = box.cut(gray)
+    surround = surround_box(padded)
+    box = box.inner(surround.top, surround.left, surround.bottom, surround.right)
+    margin = margin_box((box.bottom - box.top, box.right - box.left))
+    return box.inner(margin.top, margin.left, margin.bottom, margin.right)
 
 
 def area_resize(gray: NDArray[np.float32], size: int) -> NDArray[np.float32]:
@@ -193,12 +269,19 @@ def preprocess_gray(gray: NDArray[np.generic], size: int = DEFAULT_INPUT_SIZE) -
     and VOI LUTs applied (see :func:`inference.pixels.dicom_to_gray`).
     Returns ``(size, size)`` float32 in [0, 1].
     """
+    return preprocess_with_box(gray, size)[0]
+
+
+def preprocess_with_box(gray: NDArray[np.generic],
+                        size: int = DEFAULT_INPUT_SIZE) -> tuple[NDArray[np.float32], CropBox]:
+    """:func:`preprocess_gray` and the :class:`CropBox` of ``gray`` the model input shows."""
     if gray.ndim != 2:
         raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
     if min(gray.shape) < 32:
         raise PreprocessError(f"image too small ({gray.shape[1]}x{gray.shape[0]} pixels)")
-    cropped = crop_margin(trim_surround(trim_padding(gray.astype(np.float32, copy=False))))
-    return equalise(percentile_window(area_resize(cropped, size)))
+    image = gray.astype(np.float32, copy=False)
+    box = crop_box(image)
+    return equalise(percentile_window(area_resize(box.cut(image), size))), box
 
 
 def to_model_batch(images: list[NDArray[np.float32]]) -> NDArray[np.float32]:

@@ -12,6 +12,8 @@ from enum import StrEnum
 import numpy as np
 from numpy.typing import NDArray
 
+from inference.preprocess import CropBox
+
 
 class Finding(StrEnum):
     """The combined impression of both classifiers (rule in :func:`combine`)."""
@@ -46,6 +48,8 @@ class Prediction:
     pneumonia_vs_tb: ClassifierScore
     finding: Finding
     heatmap: NDArray[np.float32] | None = None  # (h, w) in [0, 1], model-input geometry
+    crop_box: CropBox | None = None  # the source rectangle the model input shows (and the heatmap)
+    notes: tuple[str, ...] = ()  # for the reader, e.g. the quality gate's "patient age unknown"
 
 
 def combine(tb_vs_normal: ClassifierScore, pneumonia_vs_tb: ClassifierScore) -> Finding:
@@ -80,4 +84,5 @@ def prediction_to_dict(p: Prediction) -> dict[str, object]:
         "finding": p.finding.value,
         "tb_vs_normal": score_to_dict(p.tb_vs_normal),
         "pneumonia_vs_tb": score_to_dict(p.pneumonia_vs_tb),
+        "notes": list(p.notes),
     }

@@ -1,10 +1,17 @@
 """Pixel maths of the heatmap picture: place, colour, blend and caption.
 
 Pure functions on numpy arrays, so they are tested without DICOM. The
-heatmap comes in model-input geometry: :func:`inference.preprocess.crop_margin`
-cut ``CROP_MARGIN`` of every side before the image was resized to the square
-model input, so the heatmap is stretched back over that central box, not over
-the whole radiograph.
+heatmap comes in model-input geometry: preprocessing trimmed uniform padding,
+the dark surround and a fixed margin before it resized the rest to the square
+model input, and recorded that rectangle (:class:`inference.preprocess.CropBox`),
+so the heatmap is stretched back over exactly that box, not over the whole
+radiograph. A prediction stored before the box was kept has none; its heatmap
+is placed over the central box of the fixed margin alone, as before.
+
+Colour means the same on every image (:data:`HEATMAP_RULE`): none is drawn
+when the TB score is below its threshold; above it the colour is the TB score
+times the map's relative strength (JET: blue 0, red 1), so a weak score never
+shows red, and the opacity follows the map so the place stays visible.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
-from inference.preprocess import CROP_MARGIN
+from inference.preprocess import CROP_MARGIN, CropBox
 
 MAX_SIDE: Final = 2048
 """Longest side of the Secondary Capture; larger radiographs are scaled down to it."""
@@ -31,6 +38,9 @@ BLEND_STRENGTH: Final = 0.55
 
 CAPTION_FONT_FRACTION: Final = 0.022
 """Caption font height as a fraction of the image width (readable at any size)."""
+
+HEATMAP_RULE: Final = "colour = TB score x relative strength (red = 1.0); none below the threshold"
+"""How the heatmap's colour reads; stated in the Secondary Capture's caption."""
 
 MIN_FONT_PX: Final = 12
 TEXT_COLOUR: Final = (255, 255, 255)
@@ -60,20 +70,42 @@ def gray_to_uint8(gray: NDArray[np.floating], size: tuple[int, int]) -> NDArray[
 
 
 def place_heatmap(heatmap: NDArray[np.floating], size: tuple[int, int],
-                  margin: float = CROP_MARGIN) -> NDArray[np.float32]:
-    """The heatmap in image geometry: stretched over the central crop box, zero outside."""
+                  box: CropBox | None = None, margin: float = CROP_MARGIN) -> NDArray[np.float32]:
+    """The heatmap in the geometry of a picture of ``size`` (rows, columns) showing the whole
+    source: stretched over ``box`` (the source rectangle the model saw, scaled to ``size``),
+    zero outside. Without a box, over the central box of ``margin`` alone (older results)."""
     if heatmap.ndim != 2 or heatmap.size == 0:
         raise OverlayError(f"heatmap: expected a non-empty 2-D array, got shape {heatmap.shape}")
     if not np.isfinite(heatmap).all():
         raise OverlayError("heatmap: contains NaN or infinite values")
-    rows, columns = size
-    dy, dx = round(rows * margin), round(columns * margin)
-    inner = (max(1, rows - 2 * dy), max(1, columns - 2 * dx))
+    top, left, bottom, right = _box_in(size, box, margin)
     placed = np.zeros(size, dtype=np.float32)
-    stretched = cv2.resize(heatmap.astype(np.float32), (inner[1], inner[0]),
+    stretched = cv2.resize(heatmap.astype(np.float32), (right - left, bottom - top),
                            interpolation=cv2.INTER_LINEAR)
-    placed[dy:dy + inner[0], dx:dx + inner[1]] = np.clip(stretched, 0.0, 1.0)
+    placed[top:bottom, left:right] = np.clip(stretched, 0.0, 1.0)
     return placed
+
+
+def _box_in(size: tuple[int, int], box: CropBox | None, margin: float) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the crop box in a picture of ``size``, at least 1 pixel."""
+    rows, columns = size
+    if box is None:
+        dy, dx = round(rows * margin), round(columns * margin)
+        return dy, dx, max(dy + 1, rows - dy), max(dx + 1, columns - dx)
+    if not (0 <= box.top < box.bottom <= box.rows and 0 <= box.left < box.right <= box.columns):
+        raise OverlayError(f"box: {box} is not a rectangle inside its source")
+    sy, sx = rows / box.rows, columns / box.columns
+    top, left = min(rows - 1, round(box.top * sy)), min(columns - 1, round(box.left * sx))
+    return top, left, max(top + 1, round(box.bottom * sy)), max(left + 1, round(box.right * sx))
+
+
+def scaled_heat(heatmap: NDArray[np.floating], score: float,
+                threshold: float) -> NDArray[np.float32] | None:
+    """The heat to colour under :data:`HEATMAP_RULE`: ``None`` below the threshold, else the
+    map (relative strength in [0, 1]) times the score."""
+    if score < threshold:
+        return None
+    return (np.clip(heatmap, 0.0, 1.0) * float(np.clip(score, 0.0, 1.0))).astype(np.float32)
 
 
 def colourise(heat: NDArray[np.float32]) -> NDArray[np.uint8]:
@@ -84,12 +116,14 @@ def colourise(heat: NDArray[np.float32]) -> NDArray[np.uint8]:
 
 
 def blend(gray: NDArray[np.uint8], heat: NDArray[np.float32],
-          strength: float = BLEND_STRENGTH) -> NDArray[np.uint8]:
-    """RGB radiograph with the heat colour laid over it, opacity proportional to the heat."""
-    if gray.shape != heat.shape:
+          strength: float = BLEND_STRENGTH,
+          opacity: NDArray[np.float32] | None = None) -> NDArray[np.uint8]:
+    """RGB radiograph with the heat colour laid over it; opacity proportional to ``opacity``
+    (the map's relative strength) when given, else to the heat."""
+    if gray.shape != heat.shape or (opacity is not None and opacity.shape != heat.shape):
         raise OverlayError(f"heat: shape {heat.shape} differs from the image {gray.shape}")
     base = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
-    alpha = (np.clip(heat, 0.0, 1.0) * strength)[..., None]
+    alpha = (np.clip(heat if opacity is None else opacity, 0.0, 1.0) * strength)[..., None]
     mixed = base * (1.0 - alpha) + colourise(heat).astype(np.float32) * alpha
     return np.round(mixed).astype(np.uint8)
 
@@ -135,3 +169,14 @@ def add_caption(rgb: NDArray[np.uint8], lines: Sequence[str]) -> NDArray[np.uint
         draw.text((font_px // 2, rgb.shape[0] + font_px // 2 + index * line_px), line,
                   fill=TEXT_COLOUR, font=font)
     return np.asarray(picture, dtype=np.uint8).copy()
+
+
+def overlay_heatmap(base: NDArray[np.uint8], heatmap: NDArray[np.floating], box: CropBox | None,
+                    score: float, threshold: float) -> NDArray[np.uint8]:
+    """``base`` (8-bit gray of the whole source) as RGB with the heatmap placed through ``box``
+    and coloured by :data:`HEATMAP_RULE` (plain gray below the threshold)."""
+    heat = scaled_heat(heatmap, score, threshold)
+    if heat is None:
+        return np.repeat(base[..., None], 3, axis=2)
+    size = (int(base.shape[0]), int(base.shape[1]))
+    return blend(base, place_heatmap(heat, size, box), opacity=place_heatmap(heatmap, size, box))

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from inference.age import age_between, parse_age_string, parse_date, patient_age
 from inference.quality import GateCode, check_quality
 from tests.dicom_factory import make_chest
 
-SMALL = {"rows": 300, "columns": 280}
+SMALL: dict[str, Any] = {"rows": 300, "columns": 280}
 UNKNOWN_NOTE = "patient age unknown: intended use (15 years and over) not confirmed"
 
 

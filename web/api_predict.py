@@ -62,7 +62,7 @@ def predict_routes(ctx: WebContext) -> APIRouter:
             log.info("upload refused (%d): %s", err.status, err)
             raise HTTPException(int(err.status), str(err)) from err
         with ctx.api_metrics.timer("render"):
-            rendering = render(result.gray, result.prediction.heatmap)
+            rendering = render(result.gray, result.prediction)
         key = ctx.renderings.put(rendering)
         return JSONResponse(_answer(result, key, rendering.heatmap is not None,
                                     ctx.renderings.ttl_s))

@@ -64,13 +64,14 @@ def study_detail(ctx: WebContext, study_uid: str) -> dict[str, Any] | None:
 def _instance_heatmap(ctx: WebContext, sop_instance_uid: str) -> bytes:
     record = ctx.journal.instance(sop_instance_uid)
     heatmap = None if record is None else load_heatmap(record.heatmap_path)
-    if record is None or heatmap is None:
+    if record is None or heatmap is None or record.result_json is None:
         raise HTTPException(404, f"no heatmap for instance {sop_instance_uid}")
+    prediction = prediction_from_json(record.result_json, heatmap)
     try:
         gray = dicom_to_gray(load_dicom(record.path))
     except (PixelError, OSError) as err:
         raise HTTPException(410, f"the spool file of {sop_instance_uid} cannot be read ({err})") from err
-    png = render(gray, heatmap).heatmap
+    png = render(gray, prediction).heatmap
     assert png is not None  # render draws the overlay whenever a heatmap is given
     return png
 

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from results.overlay import blend, fit_size, gray_to_uint8, place_heatmap
+from inference.results import Prediction
+from results.overlay import fit_size, gray_to_uint8, overlay_heatmap
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,14 @@ def encode_png(pixels: NDArray[np.uint8]) -> bytes:
     return buffer.tobytes()
 
 
-def render(gray: NDArray[np.floating], heatmap: NDArray[np.floating] | None) -> Rendering:
-    """The radiograph (bright = dense) and, when given, the heatmap laid over it."""
+def render(gray: NDArray[np.floating], prediction: Prediction) -> Rendering:
+    """The radiograph (bright = dense) and, when the prediction has one, its heatmap laid over
+    it through its crop box, coloured by the rule of :data:`results.overlay.HEATMAP_RULE`."""
     size = fit_size((int(gray.shape[0]), int(gray.shape[1])), DISPLAY_MAX_SIDE)
     base = gray_to_uint8(gray, size)
-    overlay = None if heatmap is None else encode_png(blend(base, place_heatmap(heatmap, size)))
+    tb, heatmap = prediction.tb_vs_normal, prediction.heatmap
+    overlay = None if heatmap is None else encode_png(
+        overlay_heatmap(base, heatmap, prediction.crop_box, tb.score, tb.threshold))
     return Rendering(encode_png(base), overlay)
 
 
