@@ -12,8 +12,8 @@ The age comes from, in order:
 1. Patient's Age (0010,1010), VR AS (PS3.5 6.2): ``nnnD``, ``nnnW``, ``nnnM``
    or ``nnnY``, three digits and a unit;
 2. else (also when Patient's Age is malformed) Patient's Birth Date
-   (0010,0030, DA ``YYYYMMDD``) and the first of Study Date (0008,0020), Acquisition Date (0008,0022) or Content Date
-   (0008,0023) that is a valid date.
+   (0010,0030, DA ``YYYYMMDD``) and the first of Study Date (0008,0020),
+   Acquisition Date (0008,0022) or Content Date (0008,0023) that is a valid date.
 
 Whatever cannot be read (absent, empty, malformed, a birth date after the
 study date) gives ``None``: unknown, never an exception.
