@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from config.schema import Hl7Destination
 from delivery.outbox import Channel, Kind, NewDelivery, Outbox
 from dicom_node.aggregation import StudyResult
 from hl7_link.oru import Hl7Endpoints, StudyFacts, build_oru, control_id_for
+from inference.pixels import load_dicom
 from results.evidence import ClassifiedImage
 from results.identity import GatewayIdentity
 from results.secondary_capture import build_heatmap_sc
@@ -51,7 +51,8 @@ class OutboxSink:
         pictures are still being drawn; if the heatmaps fail, the aggregator
         hands the study over again and the SR and ORU rows are not doubled.
         """
-        images = [ClassifiedImage(dcmread(image.path), image.prediction) for image in study.images]
+        images = [ClassifiedImage(load_dicom(image.path), image.prediction)
+                  for image in study.images]
         sr = build_sr(images, study.prediction, self.identity)
         sr_uid, sr_path = str(sr.SOPInstanceUID), self._store(sr)
         representative = next(i for i in images

@@ -6,9 +6,12 @@ splits the value: ``|`` becomes ``\\F\\``, ``^`` ``\\S\\``, ``&`` ``\\T\\``,
 is replaced first, so that the sequences introduced for the others are not
 escaped again. A line break (carriage return is the segment terminator)
 becomes a space: single-line fields have no line breaks, and multi-line text
-(TX) is sent as one repetition per line instead. Hexadecimal sequences
-(2.7.5, ``\\Xhh\\``) are decoded when reading but never written: hl7apy
-would escape their backslashes again.
+(TX) is sent as one repetition per line instead; a tab becomes a space too.
+Every other control character (C0 0x00-0x1F, DEL and C1 0x80-0x9F) is
+removed: 0x0B and 0x1C would end the MLLP frame early, and the rest has no
+place in printable HL7 text. Hexadecimal sequences (2.7.5, ``\\Xhh\\``) are
+decoded when reading but never written: hl7apy would escape their
+backslashes again.
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ _ESCAPES: Final = (
     ("\r\n", " "),
     ("\r", " "),
     ("\n", " "),
+    ("\t", " "),
 )
+_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""Control characters left after line breaks and tabs became spaces: removed."""
 _UNESCAPES: Final = {"E": "\\", "F": "|", "S": "^", "T": "&", "R": "~"}
 _SEQUENCE = re.compile(r"\\(E|F|S|T|R|X[0-9A-Fa-f]+)\\")
 
@@ -39,7 +45,7 @@ def escape(text: str) -> str:
     """``text`` safe to place in one HL7 component or subcomponent."""
     for raw, sequence in _ESCAPES:
         text = text.replace(raw, sequence)
-    return text
+    return _CONTROLS.sub("", text)
 
 
 def unescape(text: str) -> str:

@@ -54,6 +54,7 @@ from results.codes import (
     classifier_finding,
     impression_summary,
 )
+from results.headers import clean_header
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,16 @@ class StudyFacts:
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> StudyFacts:
-        """The facts of the image ``ds`` (any image of the study)."""
-        time = _text(ds, "StudyTime").split(".")[0]
+        """The facts of the image ``ds`` (any image of the study).
+
+        Read from the header as :func:`results.headers.clean_header` leaves it:
+        absent or invalid values are empty (left out of their HL7 field), a
+        multi-valued name keeps its first value.
+        """
+        ds = clean_header(ds).dataset
+        date, time = _text(ds, "StudyDate"), _text(ds, "StudyTime").split(".")[0]
+        if not date or not (time.isdigit() and len(time) in (2, 4, 6)):
+            time = ""  # DTM: a time only after a date (HL7 v2.5.1 2.A.22)
         return cls(
             patient_id=_text(ds, "PatientID"),
             issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
@@ -139,7 +148,7 @@ class StudyFacts:
             sex=_text(ds, "PatientSex").strip().upper(),
             accession_number=_text(ds, "AccessionNumber"),
             study_uid=_text(ds, "StudyInstanceUID"),
-            study_datetime=_text(ds, "StudyDate") + time,
+            study_datetime=date + time,
         )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import warnings
 from typing import Final
 
 import numpy as np
@@ -32,6 +33,7 @@ from inference.pixels import dicom_to_gray
 from inference.results import ClassifierScore, Prediction
 from results.codes import IMPRESSION_TEXT, SC_DISCLAIMER, SOURCE_IMAGE_FOR_PROCESSING
 from results.evidence import ClassifiedImage, ResultBuildError, check_images
+from results.headers import clean_header
 from results.identity import GatewayIdentity, UidKind, algorithm_equipment, derive_uid, models_key
 from results.overlay import MAX_SIDE, add_caption, blend, fit_size, gray_to_uint8, place_heatmap
 
@@ -95,13 +97,24 @@ def build_heatmap_sc(image: ClassifiedImage, identity: GatewayIdentity,
     otherwise it is decoded from ``image.dataset`` (which then needs its pixels).
     """
     check_images([image])
-    source = image.dataset
     now = now or datetime.datetime.now()
-    picture = render_heatmap_picture(dicom_to_gray(source) if gray is None else gray,
+    picture = render_heatmap_picture(dicom_to_gray(image.dataset) if gray is None else gray,
                                      image.prediction, max_side)
+    source = clean_header(image.dataset).dataset  # what is copied: valid values only
     series_uid, sop_uid = sc_uids(image, identity)
     orientation = _source_orientation(source)
-    sc = SCImage.from_ref_dataset(
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # highdicom's PN warnings quote the name
+        sc = _sc_image(source, picture, series_uid, sop_uid, orientation, image, identity, now)
+    _mark_derived(sc, source, has_orientation=orientation is not None)
+    log.info("built heatmap SC %s for image %s", sop_uid, image.sop_instance_uid)
+    return sc
+
+
+def _sc_image(source: Dataset, picture: NDArray[np.uint8], series_uid: UID, sop_uid: UID,
+              orientation: tuple[str, str] | None, image: ClassifiedImage,
+              identity: GatewayIdentity, now: datetime.datetime) -> SCImage:
+    return SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=picture, photometric_interpretation="RGB",
         bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=series_uid,
         series_number=SC_SERIES_NUMBER, sop_instance_uid=sop_uid,
@@ -115,9 +128,6 @@ def build_heatmap_sc(image: ClassifiedImage, identity: GatewayIdentity,
         content_date=now.date(), content_time=now.time(),
         series_date=now.date(), series_time=now.time(),
     )
-    _mark_derived(sc, source, has_orientation=orientation is not None)
-    log.info("built heatmap SC %s for image %s", sop_uid, image.sop_instance_uid)
-    return sc
 
 
 def _source_orientation(source: Dataset) -> tuple[str, str] | None:
@@ -144,5 +154,7 @@ def _mark_derived(sc: SCImage, source: Dataset, has_orientation: bool) -> None:
     sc.SourceImageSequence = [reference]
     if source.get("BodyPartExamined"):
         sc.BodyPartExamined = source.BodyPartExamined
+    else:  # unknown body part: dciodvfy then asks for Laterality (Type 2C, PS3.3 C.7.3.1); empty
+        sc.Laterality = None
     if not has_orientation:
         sc["PatientOrientation"].value = None

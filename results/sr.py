@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Final
 
@@ -77,6 +78,7 @@ from results.codes import (
     impression_summary,
 )
 from results.evidence import ClassifiedImage, check_images
+from results.headers import clean_header
 from results.identity import (
     GatewayIdentity,
     UidKind,
@@ -121,10 +123,23 @@ def build_sr(images: Sequence[ClassifiedImage], study_prediction: Prediction,
              now: datetime.datetime | None = None) -> Comprehensive3DSR:
     """The Comprehensive 3D SR (TID 1500) reporting ``images`` and the study-level prediction."""
     check_images(images)
+    images = _with_clean_headers(images)
     now = now or datetime.datetime.now()
     series_uid, sop_uid = sr_uids(images, study_prediction, identity)
     report = _report(images, study_prediction, identity)
-    sr = Comprehensive3DSR(
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # highdicom's PN warnings quote the name
+        sr = _comprehensive_sr(images, report, series_uid, sop_uid, study_prediction,
+                               identity, now)
+    log.info("built SR %s for study %s: %s, %d image(s)", sop_uid,
+             images[0].dataset.StudyInstanceUID, study_prediction.finding.value, len(images))
+    return sr
+
+
+def _comprehensive_sr(images: Sequence[ClassifiedImage], report: MeasurementReport,
+                      series_uid: UID, sop_uid: UID, study_prediction: Prediction,
+                      identity: GatewayIdentity, now: datetime.datetime) -> Comprehensive3DSR:
+    return Comprehensive3DSR(
         evidence=[image.dataset for image in images], content=report,
         series_instance_uid=series_uid, series_number=SR_SERIES_NUMBER,
         sop_instance_uid=sop_uid, instance_number=1,
@@ -139,9 +154,19 @@ def build_sr(images: Sequence[ClassifiedImage], study_prediction: Prediction,
         content_date=now.date(), content_time=now.time(),
         series_date=now.date(), series_time=now.time(),
     )
-    log.info("built SR %s for study %s: %s, %d image(s)", sop_uid,
-             images[0].dataset.StudyInstanceUID, study_prediction.finding.value, len(images))
-    return sr
+
+
+def _with_clean_headers(images: Sequence[ClassifiedImage]) -> list[ClassifiedImage]:
+    """The images with headers fit to copy (:mod:`results.headers`); what was left out is
+    logged by attribute name, never by value."""
+    cleaned = []
+    for image in images:
+        header = clean_header(image.dataset)
+        if header.notes:
+            log.info("image %s: header values left out of the result: %s",
+                     image.sop_instance_uid, "; ".join(header.notes))
+        cleaned.append(ClassifiedImage(header.dataset, image.prediction))
+    return cleaned
 
 
 def _report(images: Sequence[ClassifiedImage], study_prediction: Prediction,
