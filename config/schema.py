@@ -58,6 +58,9 @@ class Timeouts(_Section):
     acse: Seconds = Field(default=30.0, description="wait for association messages")
     dimse: Seconds = Field(default=60.0, description="wait for a DIMSE message")
     network: Seconds = Field(default=120.0, description="close an idle connection")
+    establishment: Seconds = Field(
+        default=10.0, description="total time from TCP connect to an established association "
+                                  "(TLS handshake and A-ASSOCIATE-RQ); not extended by traffic")
 
 
 class TlsSettings(_Section):
@@ -98,8 +101,42 @@ class DicomSettings(_Section):
         default=False, description="accept every calling AE title (testing only)")
     check_called_ae: bool = True
     max_associations: int = Field(default=10, ge=1, le=1000)
+    max_associations_per_host: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="concurrent associations from one IP address; default half of "
+                    "max_associations (at least 1)")
+    reserved_associations: int | None = Field(
+        default=None, ge=0, le=999,
+        description="slots only associations the policy accepted may hold (connections still "
+                    "negotiating cannot); default a fifth of max_associations")
     timeouts: Timeouts = Timeouts()
     tls: TlsSettings = TlsSettings()
+
+    @property
+    def per_host_limit(self) -> int:
+        """``max_associations_per_host``, or its default."""
+        if self.max_associations_per_host is not None:
+            return self.max_associations_per_host
+        return max(1, self.max_associations // 2)
+
+    @property
+    def reserved_slots(self) -> int:
+        """``reserved_associations``, or its default."""
+        if self.reserved_associations is not None:
+            return self.reserved_associations
+        return self.max_associations // 5
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> DicomSettings:
+        if self.max_associations_per_host is not None \
+                and self.max_associations_per_host > self.max_associations:
+            raise ValueError(f"dicom.max_associations_per_host ({self.max_associations_per_host}) "
+                             f"is above dicom.max_associations ({self.max_associations}): lower it")
+        if self.reserved_slots >= self.max_associations:
+            raise ValueError(f"dicom.reserved_associations ({self.reserved_slots}) must be below "
+                             f"dicom.max_associations ({self.max_associations}), or no caller "
+                             "could ever connect")
+        return self
 
     @model_validator(mode="after")
     def _someone_may_call(self) -> DicomSettings:

@@ -153,7 +153,8 @@ def _start_web(settings: Settings, gateway: Gateway, delivery: Delivery) -> WebS
 
     try:
         engine = gateway.pipeline.predictor if gateway.pipeline is not None else None
-        return start_web(settings, gateway.journal, engine, delivery.outbox)
+        return start_web(settings, gateway.journal, engine, delivery.outbox,
+                         gateway.server.admission.refusals)
     except WebStartError as err:
         log.error("cannot start: %s", err)
         return None

@@ -10,11 +10,12 @@ permanent, source service user, with the PS3.8 9.3.4 diagnostic.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pynetdicom.events import Event
 
 from config.schema import AllowedCaller, DicomSettings
+from dicom_node.admission import Refusal, Refusals
 from dicom_node.status import RejectReason, RejectResult, RejectSource
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,13 @@ class AssociationPolicy:
     allowed: tuple[AllowedCaller, ...]
     accept_any_caller: bool
     check_called_ae: bool
+    refusals: Refusals = field(default_factory=Refusals, compare=False)
 
     @classmethod
-    def from_settings(cls, dicom: DicomSettings) -> AssociationPolicy:
+    def from_settings(cls, dicom: DicomSettings,
+                      refusals: Refusals | None = None) -> AssociationPolicy:
         return cls(dicom.ae_title, dicom.allowed_callers, dicom.accept_any_caller,
-                   dicom.check_called_ae)
+                   dicom.check_called_ae, Refusals() if refusals is None else refusals)
 
     def decide(self, calling_ae: str, called_ae: str, peer_address: str) -> RejectReason | None:
         """``None`` to accept, else the reason to reject."""
@@ -58,6 +61,7 @@ class AssociationPolicy:
                 return
             log.warning("association rejected (%s): calling AE %r from %s, called AE %r",
                         reason.name, calling, request.address, called)
+            self.refusals.count(Refusal.POLICY)
             event.assoc.acse.send_reject(RejectResult.PERMANENT, RejectSource.SERVICE_USER, reason)
             event.assoc.kill()  # as pynetdicom does: lets the DUL send the A-ASSOCIATE-RJ
         except Exception:

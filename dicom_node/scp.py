@@ -3,30 +3,38 @@
 TLS follows the DICOM secure transport connection profiles (PS3.15 annex
 B.1/B.9): TLS 1.2 or newer, server certificate and key, and, when
 ``dicom.tls.require_client_cert`` is set, peers must present a certificate
-signed by ``dicom.tls.ca_file``.
+signed by ``dicom.tls.ca_file``. The handshake runs in the connection's own
+thread within the establishment deadline (:mod:`dicom_node.gate`), so a silent
+peer delays no one else.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+from typing import Final
 
 from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
 
 from config.schema import DicomSettings, Settings, TlsSettings
+from dicom_node.admission import Admission, Limits, Refusals
 from dicom_node.contexts import storage_contexts, verification_contexts
 from dicom_node.errors import StartupError
+from dicom_node.gate import GatedServer, serve_gated
 from dicom_node.intake import Intake
 from dicom_node.policy import AssociationPolicy
 
 log = logging.getLogger(__name__)
 
+PYNETDICOM_LIMIT_FACTOR: Final = 4
+
 
 def build_ae(dicom: DicomSettings) -> AE:
     """The Application Entity with timeouts, limits and supported contexts."""
     ae = AE(ae_title=dicom.ae_title)
-    ae.maximum_associations = dicom.max_associations
+    # Admission (dicom_node/admission.py) enforces dicom.max_associations; pynetdicom's own
+    # count also sees threads of connections already closed and ending, so it gets headroom.
+    ae.maximum_associations = dicom.max_associations * PYNETDICOM_LIMIT_FACTOR
     ae.acse_timeout = dicom.timeouts.acse
     ae.dimse_timeout = dicom.timeouts.dimse
     ae.network_timeout = dicom.timeouts.network
@@ -58,25 +66,32 @@ def server_ssl_context(tls: TlsSettings, settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def start_scp(settings: Settings, intake: Intake) -> ThreadedAssociationServer:
-    """Listen on ``dicom.bind_address:dicom.port`` in background threads."""
+def start_scp(settings: Settings, intake: Intake,
+              refusals: Refusals | None = None) -> GatedServer:
+    """Listen on ``dicom.bind_address:dicom.port`` in background threads.
+
+    Every refused connection or association is logged and counted in
+    ``refusals`` (the server's ``admission.refusals``; ``/metrics`` reads it).
+    """
     dicom = settings.dicom
-    policy = AssociationPolicy.from_settings(dicom)
+    refusals = Refusals() if refusals is None else refusals
+    policy = AssociationPolicy.from_settings(dicom, refusals)
     context = server_ssl_context(dicom.tls, settings) if dicom.tls.enabled else None
     handlers: list[evt.EventHandlerType] = [
         (evt.EVT_REQUESTED, policy.handle_requested),
         (evt.EVT_C_ECHO, intake.handle_echo),
         (evt.EVT_C_STORE, intake.handle_store),
     ]
-    ae = build_ae(dicom)
+    admission = Admission(Limits.from_settings(dicom), refusals)
     try:
-        server = ae.start_server((dicom.bind_address, dicom.port), block=False,
-                                 evt_handlers=handlers, ssl_context=context)
+        server = serve_gated(build_ae(dicom), (dicom.bind_address, dicom.port), handlers,
+                             admission, context)
     except OSError as err:
         raise StartupError(f"cannot listen on {dicom.bind_address}:{dicom.port} ({err}); "
                            "set dicom.bind_address/dicom.port to a free local address") from err
-    if server is None:
-        raise StartupError("pynetdicom returned no server for a non-blocking start")
-    log.info("DICOM SCP %s listening on %s:%d%s", dicom.ae_title, dicom.bind_address, dicom.port,
-             " (TLS)" if context else "")
+    limits = admission.limits
+    log.info("DICOM SCP %s listening on %s:%d%s; at most %d associations, %d per host, %d "
+             "negotiating, %g s to establish", dicom.ae_title, dicom.bind_address, dicom.port,
+             " (TLS)" if context else "", limits.total, limits.per_host, limits.pending,
+             limits.deadline_s)
     return server

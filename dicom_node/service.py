@@ -20,6 +20,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from config.schema import Settings
 from dicom_node.aggregation import Aggregator, LoggingSink, ResultSink
 from dicom_node.errors import PersistError, StartupError
+from dicom_node.gate import GatedServer
 from dicom_node.intake import Intake
 from dicom_node.journal import Journal
 from dicom_node.preflight import models_dir
@@ -69,7 +70,7 @@ class Gateway:
 
     settings: Settings
     journal: Journal
-    server: ThreadedAssociationServer
+    server: GatedServer  # server.admission.refusals: refused connections, for /metrics
     threads: list[threading.Thread]
     stop_event: threading.Event = field(default_factory=threading.Event)
     pipeline: Pipeline | None = None  # its predictor is the loaded engine, shared with the web app

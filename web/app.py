@@ -3,7 +3,8 @@
 :func:`create_app` takes every dependency as an argument (settings, the
 inference engine, the journal, the metrics registry), so tests and the
 ``serve`` command wire it the same way and nothing lives in module globals.
-The OpenAPI description is served at ``/openapi.json`` and ``/docs``.
+The OpenAPI description is served at ``/openapi.json``, ``/docs`` and
+``/redoc``, behind the same access check as the console (web/auth.py).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from pathlib import Path
 from typing import Final
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from config.schema import Settings
 from cxr_gateway import __version__
 from delivery.outbox import Outbox
+from dicom_node.admission import Refusals
 from dicom_node.journal import Journal
 from web.api_predict import predict_routes
 from web.api_studies import studies_routes
@@ -29,7 +32,7 @@ from web.config_view import config_routes
 from web.context import DEFAULT_MAX_UPLOAD_BYTES, WebContext
 from web.health import health_routes
 from web.images import RenderingCache
-from web.metrics import ApiMetrics, JournalCollector
+from web.metrics import ApiMetrics, JournalCollector, RefusalCollector
 from web.uploads import Predictor
 
 log = logging.getLogger(__name__)
@@ -37,19 +40,23 @@ log = logging.getLogger(__name__)
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 PAGES: Final = {"/": "upload.html", "/worklist": "worklist.html", "/settings": "settings.html"}
 UPLOAD_PATH: Final = "/api/v1/predict"
+OPENAPI_PATH: Final = "/openapi.json"
 
 
 def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *,
                outbox: Outbox | None = None,
                registry: CollectorRegistry | None = None, engine_error: str | None = None,
                renderings: RenderingCache | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               refusals: Refusals | None = None) -> FastAPI:
     """The app for one running gateway; ``engine`` is ``None`` when the models failed to load."""
     if outbox is not None and outbox.path.resolve() != journal.path.resolve():
         raise ValueError(f"outbox: expected the table in the journal database {journal.path}, "
                          f"got {outbox.path}")
     registry = CollectorRegistry() if registry is None else registry
     registry.register(JournalCollector(journal, outbox))
+    if refusals is not None:
+        registry.register(RefusalCollector(refusals))
     ctx = WebContext(settings=settings, journal=journal, engine=engine,
                      engine_error=engine_error if engine is None else None,
                      access=Access(settings.web.auth_token), renderings=renderings or RenderingCache(),
@@ -57,10 +64,12 @@ def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *
                      max_upload_bytes=max_upload_bytes)
     app = FastAPI(title="CXR gateway", version=__version__,
                   description="Chest radiograph classification gateway: REST API and console. "
-                              "Decision support, not a diagnosis.")
+                              "Decision support, not a diagnosis.",
+                  docs_url=None, redoc_url=None, openapi_url=None)  # _api_docs: behind access
     for router in (health_routes(ctx), predict_routes(ctx), studies_routes(ctx), config_routes(ctx)):
         app.include_router(router)
     _console(app, ctx)
+    _api_docs(app, ctx)
     app.middleware("http")(_upload_limit(max_upload_bytes))
     return app
 
@@ -72,6 +81,25 @@ def _console(app: FastAPI, ctx: WebContext) -> None:
                           dependencies=[Depends(ctx.access)])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/index.html", lambda: RedirectResponse("/"), include_in_schema=False)
+
+
+def _api_docs(app: FastAPI, ctx: WebContext) -> None:
+    """``/openapi.json``, ``/docs`` and ``/redoc`` behind the console's access check."""
+    guard = [Depends(ctx.access)]
+    title = f"{app.title} API"
+
+    def schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=OPENAPI_PATH, title=title)
+
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=OPENAPI_PATH, title=title)
+
+    for route, endpoint in ((OPENAPI_PATH, schema), ("/docs", swagger), ("/redoc", redoc)):
+        app.add_api_route(route, endpoint, methods=["GET"], include_in_schema=False,
+                          dependencies=guard)
 
 
 def _page(path: Path) -> Callable[[], FileResponse]:

@@ -14,6 +14,12 @@ done by every process sharing the journal:
 * ``cxr_gateway_deliveries{channel, destination, state}``: outbox rows
   (pending, delivered, dead, superseded), when the outbox is wired.
 
+Refused DICOM connections and associations are counted by the node as they
+happen (:class:`RefusalCollector`): ``cxr_gateway_associations_refused_total{reason}``
+(reason = :class:`dicom_node.admission.Refusal`: limit, per_host_limit,
+pending_evicted, establishment_deadline, policy, tls_handshake); they start
+from zero at each start.
+
 The REST API's own work is instrumented directly:
 ``cxr_gateway_api_stage_seconds{stage="decode"|"inference"|"render"}``.
 Both go into the :class:`~prometheus_client.CollectorRegistry` passed in.
@@ -34,6 +40,7 @@ from prometheus_client.registry import Collector
 
 from delivery.outbox import Outbox
 from delivery.views import counts_by_destination
+from dicom_node.admission import Refusals
 from dicom_node.journal import InstanceState, Journal
 from dicom_node.worklist import duration_buckets, reported_studies, skip_reasons
 from inference.quality import GateCode
@@ -114,6 +121,21 @@ class JournalCollector(Collector):
             buckets = [(repr(b), float(n)) for b, n in zip(STAGE_BUCKETS, counts[:-1], strict=True)]
             family.add_metric([stage], [*buckets, ("+Inf", float(counts[-1]))], total)
         return family
+
+
+class RefusalCollector(Collector):
+    """The node's refusal counts, one sample per reason (zeros included)."""
+
+    def __init__(self, refusals: Refusals) -> None:
+        self.refusals = refusals
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily("cxr_gateway_associations_refused",
+                                     "DICOM connections or associations refused, by reason",
+                                     labels=["reason"])
+        for reason, count in self.refusals.counts().items():
+            family.add_metric([reason.value], count)
+        yield family
 
 
 class ApiMetrics:

@@ -19,6 +19,7 @@ import uvicorn
 
 from config.schema import Settings
 from delivery.outbox import Outbox, OutboxError
+from dicom_node.admission import Refusals
 from dicom_node.journal import Journal
 from dicom_node.preflight import models_dir
 from inference.registry import ModelError
@@ -63,7 +64,7 @@ class WebServer:
 
 
 def start_web(settings: Settings, journal: Journal, engine: Predictor | None = None,
-              outbox: Outbox | None = None) -> WebServer:
+              outbox: Outbox | None = None, refusals: Refusals | None = None) -> WebServer:
     """Serve the console and API on ``web.bind_address:web.port``; returns once listening.
 
     ``serve`` passes the engine its workers already loaded and the running outbox,
@@ -75,7 +76,8 @@ def start_web(settings: Settings, journal: Journal, engine: Predictor | None = N
     except OutboxError as err:
         raise WebStartError(str(err)) from err
     engine, error = (engine, None) if engine is not None else load_engine(settings)
-    app = create_app(settings, engine, journal, outbox=outbox, engine_error=error)
+    app = create_app(settings, engine, journal, outbox=outbox, engine_error=error,
+                     refusals=refusals)
     config = uvicorn.Config(app, host=settings.web.bind_address, port=settings.web.port,
                             log_config=None, access_log=False)
     server = uvicorn.Server(config)
