@@ -14,7 +14,8 @@ it leaves the builder. Segments::
          CWE Impression (study), then per classifier (sub-ID 1, 2): CWE Finding,
          NM Probability, NM Threshold Value (units 1^no units^UCUM), ST Algorithm Name,
          ST Algorithm Version; then ST Study Instance UID, TX Impression Description
-         (scores and rule), TX Comment (the disclaimer)
+         (scores and rule), TX Comment (the disclaimer), a TX Comment per note of the
+         result ("patient age unknown: intended use ... not confirmed")
 
 Every text taken from outside (names, IDs, labels, free text) is escaped
 (:mod:`hl7_link.escaping`), so ``| ^ ~ \\ &`` in a patient name cannot break the message.
@@ -281,6 +282,9 @@ def _observations(facts: StudyFacts, prediction: Prediction) -> Iterator[Observa
                                       "DCM"), text_lines(impression_summary(prediction)), "")
     yield (ValueType.TEXT, "", _coded(COMMENT.value, COMMENT.meaning, "DCM"),
            text_lines(SR_DISCLAIMER), "")
+    for note in prediction.notes:  # e.g. "patient age unknown: intended use ... not confirmed"
+        yield (ValueType.TEXT, "", _coded(COMMENT.value, COMMENT.meaning, "DCM"),
+               text_lines(note), "")
 
 
 def _classifier_observations(sub_id: str, score: ClassifierScore) -> Iterator[Observation]:

@@ -35,7 +35,7 @@ from results.codes import IMPRESSION_TEXT, SC_DISCLAIMER, SOURCE_IMAGE_FOR_PROCE
 from results.evidence import ClassifiedImage, ResultBuildError, check_images
 from results.headers import clean_header
 from results.identity import GatewayIdentity, UidKind, algorithm_equipment, derive_uid, models_key
-from results.overlay import MAX_SIDE, add_caption, blend, fit_size, gray_to_uint8, place_heatmap
+from results.overlay import HEATMAP_RULE, MAX_SIDE, add_caption, fit_size, gray_to_uint8, overlay_heatmap
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,16 @@ def caption_lines(prediction: Prediction) -> list[str]:
         f"AI finding: {IMPRESSION_TEXT[prediction.finding]}",
         _score_line("TB vs normal", prediction.tb_vs_normal),
         _score_line("Pneumonia vs TB", prediction.pneumonia_vs_tb),
-        f"Heatmap: where {prediction.tb_vs_normal.model_name} looked for TB",
+        *heatmap_lines(prediction.tb_vs_normal),
         SC_DISCLAIMER,
     ]
+
+
+def heatmap_lines(tb: ClassifierScore) -> list[str]:
+    """The caption lines that say what the colour means (:data:`results.overlay.HEATMAP_RULE`)."""
+    if tb.score < tb.threshold:
+        return [f"Heatmap: none drawn, TB score below its threshold ({tb.model_name})"]
+    return [f"Heatmap: where {tb.model_name} looked for TB", f"Colour: {HEATMAP_RULE}"]
 
 
 def _score_line(title: str, score: ClassifierScore) -> str:
@@ -83,7 +90,8 @@ def render_heatmap_picture(gray: NDArray[np.floating], prediction: Prediction,
         raise ResultBuildError("prediction.heatmap: this prediction has no heatmap")
     size = fit_size((int(gray.shape[0]), int(gray.shape[1])), max_side)
     base = gray_to_uint8(gray, size)
-    overlaid = blend(base, place_heatmap(prediction.heatmap, size))
+    tb = prediction.tb_vs_normal
+    overlaid = overlay_heatmap(base, prediction.heatmap, prediction.crop_box, tb.score, tb.threshold)
     return add_caption(overlaid, caption_lines(prediction))
 
 

@@ -21,6 +21,7 @@ Content tree (PS3.16 TID 1500 "Measurement Report", built with highdicom)::
           CODE Impression = the study's combined finding
           TEXT Impression Description = scores, thresholds and the combination rule
           TEXT Comment = "AI decision support — not a diagnosis ..."
+          TEXT Comment = each note of the result ("patient age unknown: ...")
 
 Header: same patient and study as the source images (copied by highdicom),
 its own series (Series Description marks it as the gateway's own output,
@@ -284,5 +285,8 @@ def _report_evaluations(prediction: Prediction) -> ContainerContentItem:
                         relationship_type=RelationshipTypeValues.CONTAINS),
         TextContentItem(name=COMMENT, value=SR_DISCLAIMER,
                         relationship_type=RelationshipTypeValues.CONTAINS),
+        *(TextContentItem(name=COMMENT, value=note,  # e.g. "patient age unknown: ..."
+                          relationship_type=RelationshipTypeValues.CONTAINS)
+          for note in prediction.notes),
     ])
     return container
