@@ -248,13 +248,24 @@ class Destinations(_Section):
 
 
 class DeliverySettings(_Section):
-    """How results are sent: retries with exponential backoff, then dead-letter (issue 4)."""
+    """How results are sent: retries with capped exponential backoff for a time, then dead-letter.
 
-    max_attempts: int = Field(
-        default=8, ge=1, le=1000, description="dead-letter a result after this many failed sends")
+    Issue 4, and issue 20 defect 9: a destination is retried for
+    ``retry_window_s`` (a PACS maintenance window is hours), not for a count of
+    attempts; a failing destination is probed so its queue resumes when it returns.
+    """
+
+    retry_window_s: float = Field(
+        default=86400.0, ge=0, le=RETRY_WINDOW_MAX_S,
+        description="keep retrying a failing result this long (seconds) after its first failed "
+                    "send, then dead-letter it; 0 = dead-letter at the first failure")
     backoff_base_s: Seconds = Field(
         default=5.0, description="wait after the first failure; doubles after each next one")
-    backoff_max_s: Seconds = Field(default=900.0, description="longest wait between two attempts")
+    backoff_max_s: Seconds = Field(
+        default=600.0, description="longest wait between two attempts of one result")
+    probe_interval_s: Seconds = Field(
+        default=30.0, description="while a destination is unreachable, check it this often "
+                                  "(C-ECHO / MLLP connect); when it answers, its queue resumes")
     store_timeout_s: Seconds = Field(
         default=30.0, description="C-STORE association, DIMSE and network timeout")
     mllp_connect_timeout_s: Seconds = Field(default=10.0, description="MLLP connection timeout")
@@ -273,6 +284,9 @@ def _check_uid_root(value: str | None) -> str | None:
     if value is None:
         return None
     from results.identity import check_uid_root  # the one rule for UID roots (PS3.5 9.1)
+RETRY_WINDOW_MAX_S = 30 * 86400.0
+
+
 
     return check_uid_root(value)
 
@@ -287,6 +301,15 @@ class IdentitySettings(_Section):
     serial_number: str = Field(
         default="1", min_length=1, max_length=64,
         description="Device Serial Number; tells installations apart")
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "max_attempts" in data:
+            raise ValueError("max_attempts is no longer a setting: results are retried for a "
+                             "time, not a count; set delivery.retry_window_s instead (seconds, "
+                             "default 86400 = 24 h) and remove delivery.max_attempts")
+        return data
+
     institution_name: str | None = Field(
         default=None, max_length=64, description="Institution Name of the results")
 

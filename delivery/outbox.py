@@ -5,15 +5,25 @@ Rows live in their own table of the journal's SQLite database (WAL,
 is delivered after a restart. States::
 
     pending --(peer acknowledged)--> delivered
-    pending --(failure, attempts < max)--> pending, next attempt after a backoff
-    pending --(failure, attempts = max)--> dead      (visible; ``retry`` makes it pending)
+    pending --(failure, within the retry window)--> pending, next attempt after a backoff
+    pending --(failure, retry window over)--> dead   (visible; ``retry`` makes it pending)
     pending --(a newer revision of the same study)--> superseded
+
+The retry window starts at a row's first failed attempt (``failing_since``),
+so a destination that is down for a maintenance window of hours receives
+everything when it returns; only a failure at or after the end of the window
+dead-letters the row (issue 20, defect 9).
 
 Idempotent: ``UNIQUE (channel, destination, object_uid)`` with the derived
 SOP Instance UIDs and HL7 control IDs means a study handed over twice (after
 a crash) is queued once, and a row is never delivered again once delivered.
 A crash *during* a send leaves the row pending: it is sent again with the same
 UID / control ID, which the receiver recognises.
+
+A *lane* is the rows of one (channel, destination): each is sent by its own
+thread (:mod:`delivery.dispatcher`), oldest first, and a row waits while an
+older pending row of the same study is queued before it in its lane (the SR
+before the heatmaps, revisions in order).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
 
 from dicom_node.sqlite_db import SqliteDatabase
 
@@ -45,13 +56,25 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    failing_since REAL,
     UNIQUE (channel, destination, object_uid)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (channel, destination, state, study_uid, id);
 """
+
+MIGRATIONS: Final = (("failing_since", "ALTER TABLE outbox ADD COLUMN failing_since REAL"),)
+"""Columns added after the first release: (column, statement) applied to older databases."""
 
 _COLUMNS = ("id, study_uid, revision, kind, object_uid, channel, destination, payload, state,"
             " attempts, next_attempt_at, last_error")
+
+_LANE_DUE = (
+    f"SELECT {_COLUMNS} FROM outbox o WHERE o.state = ? AND o.channel = ? AND o.destination = ?"
+    " AND o.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = o.state"
+    " AND p.channel = o.channel AND p.destination = o.destination AND p.study_uid = o.study_uid"
+    " AND p.id < o.id) ORDER BY o.id LIMIT ?")
+"""Due rows of one lane, oldest first, each only once no older row of its study is pending."""
 
 
 class OutboxError(RuntimeError):
@@ -78,15 +101,29 @@ class RowState(StrEnum):
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    """How often and how patiently to retry (delays grow 2x per failed attempt)."""
+    """How long and how patiently to retry (delays grow 2x per failed attempt, capped).
 
-    max_attempts: int = 8
+    A row is retried until ``retry_window_s`` after its first failure; its
+    last attempt is due at the end of the window at the latest. A failing
+    destination is probed every ``probe_interval_s``.
+    """
+
+    retry_window_s: float = 86400.0
     backoff_base_s: float = 5.0
-    backoff_max_s: float = 900.0
+    backoff_max_s: float = 600.0
+    probe_interval_s: float = 30.0
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failure: base * 2**(attempts-1), capped."""
-        return float(min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, attempts - 1)))
+        exponent = min(max(0, attempts - 1), 64)  # no float overflow after months of failures
+        return float(min(self.backoff_max_s, self.backoff_base_s * 2 ** exponent))
+
+    def next_attempt(self, failing_since: float, attempts: int, now: float) -> float | None:
+        """When to try again after the ``attempts``-th failure at ``now``; ``None``: dead-letter."""
+        deadline = failing_since + self.retry_window_s
+        if now >= deadline:
+            return None
+        return min(now + self.delay(attempts), deadline)
 
 
 @dataclass(frozen=True)
@@ -126,6 +163,17 @@ class Outbox(SqliteDatabase):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns an outbox written by an older release lacks."""
+        present = {str(r[1]) for r in self.query("PRAGMA table_info(outbox)")}
+        missing = [sql for column, sql in MIGRATIONS if column not in present]
+        if missing:
+            with self.transaction() as db:
+                for sql in missing:
+                    db.execute(sql)
+            log.info("outbox %s: added %d column(s) of this release", self.path, len(missing))
 
     def enqueue(self, items: Sequence[NewDelivery], now: float | None = None) -> int:
         """Queue ``items`` in one transaction; returns how many were new.
@@ -160,25 +208,64 @@ class Outbox(SqliteDatabase):
                           " ORDER BY next_attempt_at, id LIMIT ?", (RowState.PENDING, now, limit))
         return [_row(r) for r in rows]
 
+    def lane_due(self, channel: Channel, destination: str, now: float | None = None,
+                 limit: int = 20) -> list[OutboxRow]:
+        """Due rows of one lane in queue order, each once no older row of its study is pending."""
+        now = time.time() if now is None else now
+        rows = self.query(_LANE_DUE, (RowState.PENDING, channel, destination, now, limit))
+        return [_row(r) for r in rows]
+
+    def lanes(self) -> list[tuple[Channel, str]]:
+        """Every (channel, destination) with pending rows."""
+        found = self.query("SELECT DISTINCT channel, destination FROM outbox WHERE state = ?"
+                           " ORDER BY channel, destination", (RowState.PENDING,))
+        return [(Channel(str(c)), str(d)) for c, d in found]
+
+    def lane_failing(self, channel: Channel, destination: str) -> bool:
+        """True when a pending row of the lane has failed at least once (e.g. before a restart)."""
+        return bool(self.query("SELECT 1 FROM outbox WHERE state = ? AND channel = ? AND"
+                               " destination = ? AND attempts > 0 LIMIT 1",
+                               (RowState.PENDING, channel, destination)))
+
+    def make_due(self, channel: Channel, destination: str, now: float | None = None,
+                 oldest_only: bool = False) -> int:
+        """Pending rows of a lane that wait for a backoff become due at ``now``; how many.
+
+        ``oldest_only``: just the oldest one (a test send after a successful probe).
+        """
+        now = time.time() if now is None else now
+        where = "state = ? AND channel = ? AND destination = ? AND next_attempt_at > ?"
+        args: tuple[object, ...] = (RowState.PENDING, channel, destination, now)
+        if oldest_only:
+            where = f"id = (SELECT id FROM outbox WHERE {where} ORDER BY id LIMIT 1)"
+        with self.transaction() as db:
+            cur = db.execute(f"UPDATE outbox SET next_attempt_at = ?, updated_at = ? WHERE {where}",
+                             (now, now, *args))
+        return cur.rowcount
+
     def mark_delivered(self, row_id: int, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self.transaction() as db:
             db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = NULL,"
-                       " updated_at = ? WHERE id = ?", (RowState.DELIVERED, now, row_id))
+                       " failing_since = NULL, updated_at = ? WHERE id = ?",
+                       (RowState.DELIVERED, now, row_id))
 
     def mark_failed(self, row_id: int, error: str, policy: DeliveryPolicy,
                     now: float | None = None) -> RowState:
-        """Count a failed attempt: back off, or dead-letter after ``policy.max_attempts``."""
+        """Count a failed attempt: back off, or dead-letter once the retry window is over."""
         now = time.time() if now is None else now
         with self.transaction() as db:
-            found = db.execute("SELECT attempts FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            found = db.execute("SELECT attempts, failing_since FROM outbox WHERE id = ?",
+                               (row_id,)).fetchone()
             if found is None:
                 raise OutboxError(f"outbox {self.path}: no row {row_id}")
             attempts = int(found[0]) + 1
-            state = RowState.DEAD if attempts >= policy.max_attempts else RowState.PENDING
+            since = now if found[1] is None else float(found[1])
+            due = policy.next_attempt(since, attempts, now)
+            state = RowState.DEAD if due is None else RowState.PENDING
             db.execute("UPDATE outbox SET state = ?, attempts = ?, last_error = ?,"
-                       " next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                       (state, attempts, error, now + policy.delay(attempts), now, row_id))
+                       " failing_since = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                       (state, attempts, error, since, now if due is None else due, now, row_id))
         return state
 
     def retry(self, row_ids: Sequence[int] | None = None, now: float | None = None) -> int:
@@ -189,8 +276,8 @@ class Outbox(SqliteDatabase):
             where += f" AND id IN ({', '.join('?' for _ in row_ids)})"
             args.extend(str(i) for i in row_ids)
         with self.transaction() as db:
-            cur = db.execute(f"UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?,"
-                             f" updated_at = ? WHERE {where}",
+            cur = db.execute(f"UPDATE outbox SET state = ?, attempts = 0, failing_since = NULL,"
+                             f" next_attempt_at = ?, updated_at = ? WHERE {where}",
                              (RowState.PENDING, now, now, *args))
         return cur.rowcount
 

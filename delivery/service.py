@@ -29,9 +29,9 @@ STOP_TIMEOUT_S: Final = 15.0
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
-    """Retries and backoff from ``delivery.*``."""
+    """Retry window, backoff and probing from ``delivery.*``."""
     d = settings.delivery
-    return DeliveryPolicy(d.max_attempts, d.backoff_base_s, d.backoff_max_s)
+    return DeliveryPolicy(d.retry_window_s, d.backoff_base_s, d.backoff_max_s, d.probe_interval_s)
 
 
 def gateway_identity(settings: Settings) -> GatewayIdentity:
@@ -51,6 +51,12 @@ def senders(settings: Settings) -> dict[Channel, Sender]:
         Channel.HL7: MllpSender({p.name: p for p in dest.hl7}, d.mllp_connect_timeout_s,
                                 d.mllp_ack_timeout_s),
     }
+
+
+def lanes(settings: Settings) -> list[tuple[Channel, str]]:
+    """One delivery lane (thread) per configured destination (issue 20, defect 9)."""
+    dest = settings.destinations
+    return [*((Channel.DICOM, p.name) for p in dest.dicom), *((Channel.HL7, p.name) for p in dest.hl7)]
 
 
 def build_sink(settings: Settings, outbox: Outbox,
@@ -94,7 +100,7 @@ def start_delivery(settings: Settings) -> Delivery:
     outbox = Outbox(settings.path(settings.storage.database))
     stop = threading.Event()
     dispatcher = Dispatcher(outbox, senders(settings), delivery_policy(settings), stop,
-                            settings.delivery.poll_interval_s)
+                            settings.delivery.poll_interval_s, lanes(settings))
     delivery = Delivery(outbox, build_sink(settings, outbox, dispatcher.wake), dispatcher, stop)
     dispatcher.start()
     pending = outbox.counts()

@@ -27,6 +27,10 @@ class MllpConnectionError(MllpError):
     """The peer refused or dropped the connection before acknowledging."""
 
 
+class MllpConnectFailed(MllpConnectionError):
+    """The TCP connection could not be opened (refused, unreachable); ``__cause__`` says why."""
+
+
 class MllpTimeout(MllpError):
     """No complete acknowledgement arrived within the timeout."""
 

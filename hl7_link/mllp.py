@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hl7_link.ack import Ack, parse_ack
-from hl7_link.errors import FramingError, MllpConnectionError, MllpTimeout
+from hl7_link.errors import FramingError, MllpConnectFailed, MllpConnectionError, MllpTimeout
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,10 @@ CARRIAGE_RETURN: Final = b"\x0d"
 TRAILER: Final = END_BLOCK + CARRIAGE_RETURN
 
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
-"""Largest answer accepted; a peer that sends more is not speaking MLLP to us."""
+"""Largest frame the decoder accepts by default; a peer that sends more is not speaking MLLP."""
+
+MAX_ACK_BYTES: Final = 1024 * 1024
+"""Largest acknowledgement the client reads: an ACK is a few hundred bytes; more is refused."""
 
 RECV_BYTES: Final = 65536
 
@@ -109,7 +112,8 @@ class MllpClient:
     def send(self, message: str, control_id: str | None = None) -> Ack:
         """Send ``message`` and return the parsed ACK (positive or not).
 
-        Raises MllpConnectionError (refused, reset, closed before answering),
+        Raises MllpConnectFailed (refused or unreachable), MllpConnectionError
+        (reset, closed before answering),
         MllpTimeout (no complete answer within ``ack_timeout``), FramingError
         or AckError (an answer that is not an ACK of ``control_id``).
         """
@@ -128,8 +132,11 @@ class MllpClient:
         except TimeoutError as err:
             raise MllpTimeout(f"connect to {self.host}:{self.port}: no answer within "
                               f"{self.connect_timeout:g} s") from err
+        except ConnectionRefusedError as err:
+            raise MllpConnectFailed(
+                f"connect to {self.host}:{self.port}: connection refused") from err
         except OSError as err:
-            raise MllpConnectionError(f"connect to {self.host}:{self.port}: {err}") from err
+            raise MllpConnectFailed(f"connect to {self.host}:{self.port}: {err}") from err
 
     def _send_all(self, conn: socket.socket, data: bytes) -> None:
         try:
@@ -142,7 +149,7 @@ class MllpClient:
 
     def _receive(self, conn: socket.socket) -> bytes:
         """The first complete frame the peer sends, within ``ack_timeout`` overall."""
-        decoder = FrameDecoder()
+        decoder = FrameDecoder(MAX_ACK_BYTES)
         deadline = time.monotonic() + self.ack_timeout
         while True:
             remaining = deadline - time.monotonic()

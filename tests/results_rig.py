@@ -28,7 +28,8 @@ from tests.orthanc_peer import ORTHANC_AET, OrthancPeer
 MODELS_ENV = "CXR_E2E_MODELS_DIR"
 """Developers may point the rig at other exported models; by default the shipped ``models/``."""
 
-FAST_DELIVERY = {"max_attempts": 4, "backoff_base_s": 0.5, "backoff_max_s": 2.0,
+FAST_DELIVERY = {"retry_window_s": 3.0, "backoff_base_s": 0.5, "backoff_max_s": 2.0,
+                 "probe_interval_s": 0.5,
                  "store_timeout_s": 5.0, "mllp_connect_timeout_s": 2.0,
                  "mllp_ack_timeout_s": 2.0, "poll_interval_s": 0.2}
 

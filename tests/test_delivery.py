@@ -30,7 +30,7 @@ from tests.dicom_factory import write
 from tests.mllp_listener import Answer, MllpListener
 from tests.results_support import IDENTITY, STUDY_UID, prediction, source
 
-POLICY = DeliveryPolicy(max_attempts=3, backoff_base_s=10.0, backoff_max_s=25.0)
+POLICY = DeliveryPolicy(retry_window_s=30.0, backoff_base_s=10.0, backoff_max_s=25.0)
 T0 = 1_000_000.0
 
 
@@ -48,6 +48,17 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
 
 def test_backoff_doubles_and_is_capped() -> None:
     assert [POLICY.delay(n) for n in (1, 2, 3, 4)] == [10.0, 20.0, 25.0, 25.0]
+    assert POLICY.delay(10_000) == 25.0  # months of failures: no float overflow
+
+
+def test_retry_window_not_attempt_count_decides_the_dead_letter() -> None:
+    """Issue 20 defect 9: 24 h of retries by default, the last attempt at the window's end."""
+    default = DeliveryPolicy()
+    assert default.retry_window_s == 86400.0 and default.backoff_max_s == 600.0
+    assert POLICY.next_attempt(T0, 1, T0) == T0 + 10
+    assert POLICY.next_attempt(T0, 2, T0 + 10) == T0 + 30  # 20 s, but the window ends at T0+30
+    assert POLICY.next_attempt(T0, 3, T0 + 30) is None
+    assert default.next_attempt(T0, 200, T0 + 11 * 60) == T0 + 21 * 60  # 11 min is no reason
 
 
 def test_enqueue_is_idempotent_per_destination(outbox: Outbox) -> None:
@@ -62,6 +73,7 @@ def test_failures_back_off_then_dead_letter_then_retry(outbox: Outbox) -> None:
     assert outbox.mark_failed(row.id, "refused", POLICY, now=T0) is RowState.PENDING
     assert outbox.due(T0 + 9) == [] and len(outbox.due(T0 + 10)) == 1
     assert outbox.mark_failed(row.id, "refused", POLICY, now=T0 + 10) is RowState.PENDING
+    assert outbox.due(T0 + 29) == [] and len(outbox.due(T0 + 30)) == 1  # capped at the window
     assert outbox.mark_failed(row.id, "AE", POLICY, now=T0 + 30) is RowState.DEAD
     dead = outbox.rows(RowState.DEAD)
     assert [(r.attempts, r.last_error) for r in dead] == [(3, "AE")]
@@ -195,13 +207,14 @@ def test_silent_peer_and_missing_pacs_end_dead_lettered(outbox: Outbox, tmp_path
         with socket_port() as closed_port:
             dispatcher = _dispatcher(outbox, closed_port, ris.port, ack_timeout=0.3)
             start = time.time()
-            for step in range(POLICY.max_attempts):
-                dispatcher.run_once(start + 100 * step)
+            for step in (0, 15, 30):
+                dispatcher.run_once(start + step)
     dead = outbox.rows(RowState.DEAD)
     assert sorted(r.kind for r in dead) == [Kind.ORU, Kind.SR]
-    assert all(r.attempts == POLICY.max_attempts for r in dead)
+    assert all(r.attempts == 3 for r in dead)  # at 0, 15 and 30 s: the window's end
     errors = " ".join(str(r.last_error) for r in dead)
-    assert "no ACK within 0.3" in errors and "pacs" in errors
+    assert "timeout" in errors and "no ACK within 0.3" in errors
+    assert "pacs (TESTPACS@127.0.0.1:" in errors and "connection refused" in errors
     assert outbox.retry([dead[0].id]) == 1
     assert outbox.counts()[RowState.DEAD] == 1
 

@@ -19,7 +19,7 @@ from delivery.service import build_sink, delivery_policy, gateway_identity
 from delivery.views import RetryOutcome
 
 CALLERS = {"dicom": {"allowed_callers": [{"ae_title": "PACS"}]}}
-ONE_ATTEMPT = DeliveryPolicy(max_attempts=1)
+ONE_ATTEMPT = DeliveryPolicy(retry_window_s=0)
 
 
 def settings(tmp_path: Path, **sections: Any) -> Settings:
@@ -30,10 +30,23 @@ def test_bad_delivery_and_identity_values_name_their_keys() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(None, environ={}, overrides=[
             "dicom.accept_any_caller=true", "delivery.backoff_base_s=60",
-            "delivery.backoff_max_s=10", "identity.uid_root=1.02.3", "delivery.max_attempts=0"])
+            "delivery.backoff_max_s=10", "identity.uid_root=1.02.3",
+            "delivery.retry_window_s=-1"])
     text = "\n".join(caught.value.problems)
     assert "identity.uid_root: " in text and "ending in '.'" in text
-    assert "delivery.max_attempts: " in text
+    assert "delivery.retry_window_s: " in text
+
+
+def test_the_replaced_attempt_count_names_the_new_key(tmp_path: Path) -> None:
+    """Issue 20 defect 9: an old config with max_attempts is refused, never silently ignored."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={}, overrides=[
+            "dicom.accept_any_caller=true", "delivery.max_attempts=8"])
+    [problem] = caught.value.problems
+    assert problem.startswith("delivery: ") and "delivery.retry_window_s" in problem
+    config = tmp_path / "gateway.yaml"
+    config.write_text("dicom: {accept_any_caller: true}\ndelivery: {max_attempts: 8}\n")
+    assert main(["check-config", "--config", str(config)]) == 2
 
 
 def test_backoff_order_is_checked() -> None:
@@ -46,12 +59,13 @@ def test_backoff_order_is_checked() -> None:
 def test_identity_and_policy_come_from_the_settings(tmp_path: Path) -> None:
     s = settings(tmp_path, identity={"uid_root": "1.2.826.0.1.3680043.8.498.",
                                      "serial_number": "SN-7", "institution_name": "St. Test"},
-                 delivery={"max_attempts": 3, "backoff_base_s": 2, "backoff_max_s": 5})
+                 delivery={"retry_window_s": 60, "backoff_base_s": 2, "backoff_max_s": 5,
+                           "probe_interval_s": 3})
     identity = gateway_identity(s)
     assert (identity.name, identity.serial_number, identity.institution_name) == (
         "CXRGATEWAY", "SN-7", "St. Test")
     assert identity.device_uid.startswith("1.2.826.0.1.3680043.8.498.")
-    assert delivery_policy(s) == DeliveryPolicy(3, 2.0, 5.0)
+    assert delivery_policy(s) == DeliveryPolicy(60.0, 2.0, 5.0, 3.0)
     assert [delivery_policy(s).delay(n) for n in (1, 2, 3)] == [2.0, 4.0, 5.0]
 
 
@@ -125,6 +139,9 @@ class RecordingSender:
 
     def send(self, row: OutboxRow) -> None:
         self.sent.append(row.id)
+
+    def probe(self, destination: str) -> None:
+        return None
 
 
 def test_wake_sends_queued_rows_without_waiting_for_the_poll(tmp_path: Path) -> None:

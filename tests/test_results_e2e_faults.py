@@ -53,7 +53,7 @@ def _results_in_orthanc(rig: Rig, study: str) -> tuple[int, int]:
 
 def test_pacs_down_and_ris_error_are_retried_then_delivered(tmp_path: Path,
                                                              listener: MllpListener) -> None:
-    rig = start_rig(tmp_path, listener, delivery={"max_attempts": 30})
+    rig = start_rig(tmp_path, listener, delivery={"retry_window_s": 600})
     try:
         listener.scripted.extend([Answer.ERROR, Answer.ERROR])
         rig.orthanc.stop()
@@ -78,7 +78,7 @@ def test_pacs_down_and_ris_error_are_retried_then_delivered(tmp_path: Path,
 def test_silent_peer_is_dead_lettered_shown_and_retried(tmp_path: Path, listener: MllpListener,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     listener.answer = Answer.SILENT
-    rig = start_rig(tmp_path, listener, delivery={"max_attempts": 2, "mllp_ack_timeout_s": 1.0})
+    rig = start_rig(tmp_path, listener, delivery={"retry_window_s": 0.5, "mllp_ack_timeout_s": 1.0})
     try:
         _send_study(rig, tmp_path, "ACC-FAULT-2")
         [dead] = wait_until(lambda: rig.outbox("state = 'dead'"), 40, "ORU dead-lettered")
@@ -108,7 +108,7 @@ def test_silent_peer_is_dead_lettered_shown_and_retried(tmp_path: Path, listener
 def test_kill9_with_results_pending_delivers_once_after_restart(tmp_path: Path,
                                                                 listener: MllpListener) -> None:
     listener.answer = Answer.CLOSE
-    rig = start_rig(tmp_path, listener, delivery={"max_attempts": 30})
+    rig = start_rig(tmp_path, listener, delivery={"retry_window_s": 600})
     try:
         rig.orthanc.stop()
         study = _store_directly(rig, tmp_path, "ACC-FAULT-3")

@@ -116,7 +116,7 @@ def fill(folder: Path, settings: Settings, engine: InferenceEngine) -> Filled:
     outbox.enqueue([NewDelivery(s, 1, Kind.SR, f"{s}.9", Channel.DICOM, "pacs", "unused")
                     for s in (STUDY_A, STUDY_B)])
     rows = {r.study_uid: r.id for r in outbox.due()}
-    outbox.mark_failed(rows[STUDY_A], "association rejected", DeliveryPolicy(max_attempts=1))
+    outbox.mark_failed(rows[STUDY_A], "association rejected", DeliveryPolicy(retry_window_s=0))
     outbox.mark_delivered(rows[STUDY_B])
     return Filled(settings, journal, outbox, rows[STUDY_A], rows[STUDY_B])
 
