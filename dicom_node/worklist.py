@@ -3,8 +3,11 @@
 The journal (:mod:`dicom_node.journal`) owns the tables and every write; this
 module only reads them, through :meth:`Journal.query` (the journal's lock and
 error handling), so all SQL still lives with the journal in this package.
-Nothing here returns patient names or IDs: the journal stores UIDs, states and
-scores only.
+The journal stores UIDs, states and scores only; the worklist's patient
+columns (Patient ID, Patient's Name, Accession Number, Study Date, Modality)
+are read from the header of the study's spool file when a page is asked for
+(:func:`patient_columns`) and go only to the web layer (authenticated beyond
+localhost), never to a log.
 
 Study status (one per study, the first rule that matches wins):
 
@@ -12,6 +15,10 @@ Study status (one per study, the first rule that matches wins):
 * ``classified`` -- at least one image was classified;
 * ``failed`` -- nothing classified and at least one instance failed;
 * ``skipped`` -- every instance was skipped by the quality gate (reason kept).
+
+``report-failed`` comes right after ``queued``: the study's report could not be
+built after ``results.max_attempts`` tries; the reason is "report failed: ..."
+(issue 20 defect 1; ``cxr-gateway retry --reports`` tries again).
 
 With the results outbox (table ``outbox`` in the same database,
 :mod:`delivery.outbox`), a classified study is ``dead-letter`` when one of its
@@ -21,10 +28,16 @@ acknowledged; until then it stays ``classified``.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Final
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from dicom_node.errors import JournalError
 from dicom_node.journal import InstanceState, JobState, Journal
@@ -41,6 +54,7 @@ class StudyStatus(StrEnum):
     DEAD_LETTER = "dead-letter"
     FAILED = "failed"
     SKIPPED = "skipped"
+    REPORT_FAILED = "report-failed"  # the report could not be built (journal report_error)
 
 
 class StudySort(StrEnum):
@@ -84,6 +98,22 @@ class StudySummary:
     deliveries_pending: int = 0
     deliveries_delivered: int = 0
     deliveries_dead: int = 0
+    tb_threshold: float | None = None  # of the representative image's TB-vs-normal model
+    pneumonia_score: float | None = None  # pneumonia vs TB, same image
+    pneumonia_threshold: float | None = None
+    notes: tuple[str, ...] = ()  # that image's notes, e.g. "patient age unknown: ..."
+    patient: PatientColumns = field(default_factory=lambda: PatientColumns())
+
+
+@dataclass(frozen=True)
+class PatientColumns:
+    """What the worklist shows of the patient and study, from a spool file's header."""
+
+    patient_id: str = ""
+    patient_name: str = ""  # "Family, Given Middle" from the DICOM PN
+    accession_number: str = ""
+    study_date: str = ""  # YYYY-MM-DD when the DA value is valid, else as stored
+    modality: str = ""
 
 
 OUTBOX_TABLE: Final = "outbox"
@@ -101,28 +131,39 @@ WITH deliveries AS ({deliveries}), per_study AS (
     SUM(i.state = '{InstanceState.SKIPPED}') AS skipped,
     SUM(i.state = '{InstanceState.FAILED}') AS failed,
     MAX(i.tb_score) AS tb_score,
-    MIN(i.received_at) AS first_received,
-    (SELECT f.finding FROM instances f WHERE f.study_uid = s.study_uid
+    MIN(i.received_at) AS first_received, MIN(i.id) AS first_id,
+    (SELECT f.id FROM instances f WHERE f.study_uid = s.study_uid
        AND f.state = '{InstanceState.CLASSIFIED}' ORDER BY f.tb_score DESC, f.received_at, f.id
-       LIMIT 1) AS finding,
-    (SELECT r.reason FROM instances r WHERE r.study_uid = s.study_uid
+       LIMIT 1) AS rep_id,
+    (s.report_failed_revision > 0 AND s.report_failed_revision >= s.revision) AS report_failed,
+    COALESCE(CASE WHEN s.report_failed_revision >= s.revision THEN s.report_error END,
+      (SELECT r.reason FROM instances r WHERE r.study_uid = s.study_uid
        AND r.state IN ('{InstanceState.SKIPPED}', '{InstanceState.FAILED}') ORDER BY r.id
-       LIMIT 1) AS reason
+       LIMIT 1)) AS reason
   FROM studies s JOIN instances i ON i.study_uid = s.study_uid
   GROUP BY s.study_uid
 ), with_status AS (
-  SELECT p.*, COALESCE(d.d_pending, 0) AS d_pending, COALESCE(d.d_delivered, 0) AS d_delivered,
+  SELECT p.*, rep.finding AS finding,
+    json_extract(rep.result_json, '$.tb_vs_normal.threshold') AS tb_threshold,
+    json_extract(rep.result_json, '$.pneumonia_vs_tb.score') AS pn_score,
+    json_extract(rep.result_json, '$.pneumonia_vs_tb.threshold') AS pn_threshold,
+    json_extract(rep.result_json, '$.notes') AS notes,
+    COALESCE(rep.path, first.path) AS header_path,
+    COALESCE(d.d_pending, 0) AS d_pending, COALESCE(d.d_delivered, 0) AS d_delivered,
     COALESCE(d.d_dead, 0) AS d_dead, CASE
       WHEN p.pending > 0 THEN '{StudyStatus.QUEUED}'
+      WHEN p.report_failed THEN '{StudyStatus.REPORT_FAILED}'
       WHEN COALESCE(d.d_dead, 0) > 0 THEN '{StudyStatus.DEAD_LETTER}'
       WHEN p.classified > 0 AND d.d_delivered > 0 AND d.d_pending = 0 THEN '{StudyStatus.DELIVERED}'
       WHEN p.classified > 0 THEN '{StudyStatus.CLASSIFIED}'
       WHEN p.failed > 0 THEN '{StudyStatus.FAILED}'
       ELSE '{StudyStatus.SKIPPED}' END AS status
   FROM per_study p LEFT JOIN deliveries d ON d.study_uid = p.study_uid
+    LEFT JOIN instances rep ON rep.id = p.rep_id JOIN instances first ON first.id = p.first_id
 )
 SELECT study_uid, status, images, classified, skipped, failed, tb_score, finding, reason,
-       first_received, last_received, reported_at, d_pending, d_delivered, d_dead
+       first_received, last_received, reported_at, d_pending, d_delivered, d_dead,
+       tb_threshold, pn_score, pn_threshold, notes, header_path
 FROM with_status
 """
 
@@ -170,7 +211,8 @@ def study_summary(journal: Journal, study_uid: str) -> StudySummary | None:
 
 def _summary(row: tuple[object, ...]) -> StudySummary:
     (uid, status, images, classified, skipped, failed, tb_score, finding, reason, first,
-     last, reported, d_pending, d_delivered, d_dead) = row
+     last, reported, d_pending, d_delivered, d_dead, tb_threshold, pn_score, pn_threshold,
+     notes, header_path) = row
     return StudySummary(
         study_uid=str(uid), status=StudyStatus(str(status)), images=_int(images),
         classified=_int(classified), skipped=_int(skipped), failed=_int(failed),
@@ -178,7 +220,69 @@ def _summary(row: tuple[object, ...]) -> StudySummary:
         reason=None if reason is None else str(reason), first_received=float(str(first)),
         last_received=float(str(last)), reported_at=_float(reported),
         deliveries_pending=_int(d_pending), deliveries_delivered=_int(d_delivered),
-        deliveries_dead=_int(d_dead))
+        deliveries_dead=_int(d_dead), tb_threshold=_float(tb_threshold),
+        pneumonia_score=_float(pn_score), pneumonia_threshold=_float(pn_threshold),
+        notes=_notes(notes), patient=patient_columns(Path(str(header_path))))
+
+
+def _notes(value: object) -> tuple[str, ...]:
+    """The JSON array of notes stored with a result (none in rows from before notes were kept)."""
+    if value is None:
+        return ()
+    try:
+        loaded = json.loads(str(value))
+    except ValueError:
+        return ()
+    return tuple(str(n) for n in loaded) if isinstance(loaded, list) else ()
+
+
+PATIENT_TAGS: Final = ("SpecificCharacterSet", "PatientID", "PatientName", "AccessionNumber",
+                       "StudyDate", "Modality")
+
+
+def patient_columns(path: Path) -> PatientColumns:
+    """The patient columns of a spool file's header; empty ones when it cannot be read.
+
+    Cached by the file's size and modification time, so a page refresh reads no
+    file twice and a replaced instance is read again.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return PatientColumns()
+    return _read_patient_columns(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_patient_columns(path: Path, mtime_ns: int, size: int) -> PatientColumns:
+    try:
+        ds = dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(PATIENT_TAGS))
+        return PatientColumns(_value(ds, "PatientID"), display_name(_value(ds, "PatientName")),
+                              _value(ds, "AccessionNumber"), _date(_value(ds, "StudyDate")),
+                              _value(ds, "Modality"))
+    except Exception as err:  # a header pydicom cannot parse: the row shows no patient data
+        log.info("worklist: spool file header unreadable (%s)", type(err).__name__)
+        return PatientColumns()
+
+
+def _value(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if not isinstance(value, str) and hasattr(value, "__iter__") and not hasattr(value, "family_name"):
+        value = next(iter(value), "")  # a multi-valued attribute shows its first value
+    return str(value).strip()
+
+
+def display_name(dicom_name: str) -> str:
+    """DICOM PN 'Family^Given^Middle^Prefix^Suffix' (alphabetic group) as 'Family, Given Middle'."""
+    family, given, middle, prefix, suffix = (dicom_name.split("=")[0].split("^") + [""] * 5)[:5]
+    rest = " ".join(p for p in (prefix, given, middle, suffix) if p)
+    return f"{family}, {rest}" if family and rest else family or rest
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 and value.isdigit() else value
 
 
 def _int(value: object) -> int:

@@ -100,7 +100,7 @@ def test_upload_shows_finding_and_heatmap(browser: WebDriver, server: str, tmp_p
                        "Pneumonia pattern (TB classifier positive, pneumonia favoured)"}
     rows = browser.find_elements(By.CSS_SELECTOR, "#scores tbody tr")
     assert [r.get_attribute("data-classifier") for r in rows] == ["tb_vs_normal", "pneumonia_vs_tb"]
-    assert "50.0 %" in rows[0].text  # the configured TB threshold
+    assert "0.500" in rows[0].text and "%" not in rows[0].text  # the configured TB threshold
     assert f"{kind.upper()}" in browser.find_element(By.ID, "input").text
     _shot(browser, f"upload-{kind}")
 
@@ -145,8 +145,8 @@ def test_worklist_orders_by_tb_score(browser: WebDriver, server: str) -> None:
     wait.until(lambda d: d.execute_script(first_uid) not in (None, "1.2.826.0.1.3680043.8.498.7004"))
     scores = browser.execute_script(
         'return [...document.querySelectorAll("#studies tbody tr")]'
-        '.map(r => r.querySelectorAll("td")[5].innerText);')
-    numbers = [float(s.rstrip(" %")) for s in scores if s]
+        '.map(r => r.querySelector("td.tb-score").innerText);')
+    numbers = [float(s.split(",")[0]) for s in scores if s]  # "0.540, threshold 0.500"
     assert len(numbers) == 2 and numbers == sorted(numbers, reverse=True)
 
 

@@ -32,7 +32,11 @@ async function api(path, options) {
   return body;
 }
 
-const pct = (x) => (x === null || x === undefined ? "" : (100 * x).toFixed(1) + " %");
+// A score is shown against its threshold ("0.540, threshold 0.120"), never as a percentage a
+// reader would take for a probability of disease.
+const num = (x) => (x === null || x === undefined ? "" : Number(x).toFixed(3));
+const against = (score, threshold) =>
+  score === null || score === undefined ? "" : `${num(score)}, threshold ${num(threshold)}`;
 const when = (t) => new Date(t * 1000).toLocaleString();
 
 // ---- upload page
@@ -48,7 +52,7 @@ function showPrediction(result) {
     const s = result[key];
     const row = el("tr");
     row.dataset.classifier = key;
-    for (const cell of [title, s.finding, pct(s.score), pct(s.threshold), s.model + " " + s.version]) {
+    for (const cell of [title, s.finding, num(s.score), num(s.threshold), s.model + " " + s.version]) {
       row.append(el("td", cell));
     }
     body.append(row);
@@ -56,6 +60,9 @@ function showPrediction(result) {
   const input = result.input;
   document.getElementById("input").textContent =
     `${input.kind.toUpperCase()} ${input.columns}x${input.rows}; quality gate: ${input.quality_gate}. ${result.notice}`;
+  const notes = document.getElementById("notes");
+  notes.textContent = (result.notes || []).join("; ");
+  notes.hidden = !notes.textContent;
   document.getElementById("result").hidden = false;
 }
 
@@ -66,6 +73,8 @@ async function upload(file) {
   status.textContent = `Analysing ${file.name}...`;
   const form = new FormData();
   form.append("file", file);
+  const age = document.getElementById("age").value.trim();
+  if (age) form.append("age_years", age);
   try {
     showPrediction(await api("/api/v1/predict", { method: "POST", body: form }));
     status.textContent = `${file.name}: done.`;
@@ -118,17 +127,28 @@ function retryButton(study) {
   return cell;
 }
 
+function impressionCell(study) {
+  const cell = el("td", FINDINGS[study.finding] || "", "impression");
+  for (const note of study.notes || []) cell.append(el("div", note, "note"));
+  return cell;
+}
+
 function studyRow(study) {
   const row = el("tr");
   row.dataset.uid = study.study_uid;
+  row.dataset.tbScore = study.tb_score ?? "";
   const uid = el("td", study.study_uid, "uid");
   uid.style.cursor = "pointer";
   uid.addEventListener("click", () => loadDetail(study.study_uid));
   const deliveries = `${study.deliveries_delivered} delivered, ${study.deliveries_pending} pending, ` +
     `${study.deliveries_dead} dead`;
-  row.append(el("td", when(study.last_received)), uid, el("td", study.images), statusCell(study),
-    el("td", FINDINGS[study.finding] || ""), el("td", pct(study.tb_score)), el("td", deliveries),
-    retryButton(study));
+  const p = study.patient || {};
+  row.append(el("td", when(study.last_received)), el("td", p.patient_id, "patient-id"),
+    el("td", p.patient_name, "patient-name"), el("td", p.accession_number, "accession"),
+    el("td", p.study_date, "study-date"), el("td", p.modality, "modality"), statusCell(study),
+    impressionCell(study), el("td", against(study.tb_score, study.tb_threshold), "tb-score"),
+    el("td", against(study.pneumonia_score, study.pneumonia_threshold), "pneumonia-score"),
+    el("td", study.images), el("td", deliveries), uid, retryButton(study));
   return row;
 }
 
@@ -138,6 +158,8 @@ async function loadStudies() {
     sort: document.getElementById("sort").value });
   const status = document.getElementById("status-filter").value;
   if (status) params.set("status", status);
+  const finding = document.getElementById("finding-filter").value;
+  if (finding) params.set("finding", finding);
   try {
     const body = await api("/api/v1/studies?" + params);
     document.querySelector("#studies tbody").replaceChildren(...body.items.map(studyRow));
@@ -155,8 +177,8 @@ function imageRow(image) {
   const result = image.result;
   const row = el("tr");
   row.append(el("td", image.sop_instance_uid, "uid"), el("td", image.state),
-    el("td", result ? FINDINGS[result.finding] : image.reason || ""),
-    el("td", result ? pct(result.tb_vs_normal.score) : ""));
+    el("td", result ? [FINDINGS[result.finding], ...(result.notes || [])].join("; ") : image.reason || ""),
+    el("td", result ? against(result.tb_vs_normal.score, result.tb_vs_normal.threshold) : ""));
   const link = el("td");
   if (image.heatmap_url) {
     const a = el("a", "heatmap");
@@ -184,9 +206,10 @@ async function loadDetail(uid) {
     const box = document.getElementById("detail");
     box.replaceChildren(el("h3", "Study " + uid));
     if (body.result) {
-      box.append(el("p", `${FINDINGS[body.result.finding]}; TB score ${pct(body.result.tb_vs_normal.score)}` +
-        ` (threshold ${pct(body.result.tb_vs_normal.threshold)}), ${body.result.tb_vs_normal.model} ` +
-        body.result.tb_vs_normal.version));
+      const tb = body.result.tb_vs_normal;
+      box.append(el("p", `${FINDINGS[body.result.finding]}; TB score ${against(tb.score, tb.threshold)}, ` +
+        `${tb.model} ${tb.version}`));
+      for (const note of body.result.notes || []) box.append(el("p", note, "note"));
     }
     box.append(table(["SOP Instance UID", "State", "Result / reason", "TB score", ""], body.images.map(imageRow)));
     const deliveries = (body.deliveries || []).map((d) => {
@@ -204,6 +227,7 @@ async function loadDetail(uid) {
 function initWorklist() {
   document.getElementById("sort").addEventListener("change", () => { worklist.page = 1; loadStudies(); });
   document.getElementById("status-filter").addEventListener("change", () => { worklist.page = 1; loadStudies(); });
+  document.getElementById("finding-filter").addEventListener("change", () => { worklist.page = 1; loadStudies(); });
   document.getElementById("refresh").addEventListener("click", loadStudies);
   document.getElementById("prev").addEventListener("click", () => { worklist.page -= 1; loadStudies(); });
   document.getElementById("next").addEventListener("click", () => { worklist.page += 1; loadStudies(); });
