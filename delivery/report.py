@@ -1,4 +1,4 @@
-"""What ``cxr-gateway status`` shows of the outbox: counts per state and the dead letters.
+"""What ``cxr-gateway status`` shows of the outbox: counts, rows being retried, dead letters.
 
 Rows carry UIDs, destinations, attempts and the last error, never patient
 data or the payload.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +22,40 @@ log = logging.getLogger(__name__)
 class OutboxReport:
     counts: dict[RowState, int]
     dead: list[OutboxRow]  # most recently failed first
+    failing: list[OutboxRow] = field(default_factory=list)  # pending after a failed attempt
 
     def as_json(self) -> dict[str, Any]:
         return {"counts": {s.value: n for s, n in self.counts.items()},
-                "dead": [public_row(r) for r in self.dead]}
+                "dead": [public_row(r) for r in self.dead],
+                "failing": [public_row(r) for r in self.failing]}
 
     def lines(self) -> list[str]:
-        """Human-readable lines: one summary, then one per dead letter with its last error."""
+        """Human-readable lines: a summary, the rows being retried, the dead letters."""
         out = ["outbox: " + ", ".join(f"{s.value} {n}" for s, n in self.counts.items())]
+        if self.failing:
+            out.append("retrying (the last attempt failed; sent again by itself):")
+        for row in self.failing:
+            when = time.strftime("%H:%M:%S", time.localtime(row.next_attempt_at))
+            out.append(f"{_line(row)}  next attempt {when}  last error: {row.last_error or '-'}")
         if self.dead:
             out.append("dead letters (re-queue with: cxr-gateway retry ID ... | --all-dead):")
         for row in self.dead:
-            out.append(f"  #{row.id:<5} {row.kind.value:<7} {row.channel.value}:{row.destination}"
-                       f"  study {row.study_uid}  {row.attempts} attempt(s)"
-                       f"  last error: {row.last_error or '-'}")
+            out.append(f"{_line(row)}  last error: {row.last_error or '-'}")
         return out
 
 
+def _line(row: OutboxRow) -> str:
+    return (f"  #{row.id:<5} {row.kind.value:<7} {row.channel.value}:{row.destination}"
+            f"  study {row.study_uid}  {row.attempts} attempt(s)")
+
+
 def outbox_report(database: Path, dead_limit: int = 50) -> OutboxReport:
-    """Counts and dead letters of the outbox in the journal database ``database``."""
+    """Counts, rows being retried and dead letters of the outbox in ``database``."""
     outbox = Outbox(database)
     try:
-        return OutboxReport(outbox.counts(), outbox.rows(RowState.DEAD, dead_limit))
+        pending = outbox.rows(RowState.PENDING, dead_limit)
+        return OutboxReport(outbox.counts(), outbox.rows(RowState.DEAD, dead_limit),
+                            [r for r in pending if r.last_error])
     finally:
         outbox.close()
 

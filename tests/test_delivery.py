@@ -8,10 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
-from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
 
 from config.schema import DicomDestination, Hl7Destination
 from delivery.dispatcher import Dispatcher
@@ -26,6 +23,7 @@ from delivery.outbox import (
 from delivery.senders import DicomStoreSender, MllpSender, Sender
 from delivery.sink import OutboxSink
 from dicom_node.aggregation import ImageResult, StudyResult
+from tests.delivery_peers import StoreScp
 from tests.dicom_factory import write
 from tests.mllp_listener import Answer, MllpListener
 from tests.results_support import IDENTITY, STUDY_UID, prediction, source
@@ -108,30 +106,11 @@ def test_newer_revision_supersedes_other_objects_only(outbox: Outbox) -> None:
                       "sc-1": RowState.PENDING}
 
 
-class StoreScp:
-    """A pynetdicom Storage SCP on a free loopback port that keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.received: list[Dataset] = []
-        ae = AE(ae_title="TESTPACS")
-        for sop_class in (Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
-            ae.add_supported_context(sop_class)
-        server = ae.start_server(("127.0.0.1", 0), block=False,
-                                 evt_handlers=[(evt.EVT_C_STORE, self._store)])
-        assert isinstance(server, ThreadedAssociationServer)
-        self.server = server
-        self.port = int(self.server.server_address[1])
-
-    def _store(self, event: evt.Event) -> int:
-        self.received.append(event.dataset)
-        return 0x0000
-
-
 @pytest.fixture
 def pacs() -> Iterator[StoreScp]:
     scp = StoreScp()
     yield scp
-    scp.server.shutdown()
+    scp.close()
 
 
 def _study(tmp_path: Path, revision: int = 1) -> StudyResult:
