@@ -11,6 +11,47 @@ from training.evaluate import metrics_table
 DISCLAIMER = ("Decision support for trained readers, not a diagnosis. Not a medical device "
               "cleared for clinical use.")
 
+INTENDED_USE = """## Intended use
+
+- **Who**: adults and adolescents aged **15 years and over**. WHO's consolidated
+  guidelines on tuberculosis, Module 2: Screening (2021) recommend computer-aided
+  detection for TB screening and triage in people aged 15 and over. The gateway
+  enforces it: `inference.min_patient_age_years` (default 15) skips younger
+  patients with the reason "outside intended use: patient aged N years"; an image
+  whose age is unknown is classified, and the SR, the ORU and the console say
+  "patient age unknown: intended use (15 years and over) not confirmed".
+- **What**: frontal (PA or AP) chest radiographs, CR or DX (a digitised film as
+  Secondary Capture with a chest body part). The quality gate skips the rest.
+- **How**: triage and decision support for a trained reader, who reads every
+  image: a score above the threshold flags the study for review (and, in TB
+  triage, for a TB test). It is not a diagnosis and does not replace a
+  microbiological test.
+
+## Not for
+
+- **Children** (under 15): see the measurement below.
+- **Lateral, oblique and decubitus views** (the quality gate skips them).
+- **Portable / bedside ICU films** (AP supine, lines, tubes, monitoring leads):
+  not measured; not for use until measured on a site's own cases.
+- Other body parts and images that are not radiographs.
+"""
+"""The intended-use sections every card states (issue 21), after its summary table."""
+
+CHILDREN_MEASURED = """### Measured on children
+
+Measured on radiographs from another hospital that the project has never seen
+(a paediatric data set that is **not in this repository**, so the figures cannot
+be re-run from here; reported in issue 21 for TB vs normal 1.6.0 and
+pneumonia vs TB 1.4.0): on **children's normal chest radiographs about 9 in
+10 score above the shipped TB-vs-normal threshold**, the ROC-AUC of TB versus
+paediatric normal is **about 0.76**, and children's pneumonia is flagged as TB
+about as often. The training data holds no healthy children and no children
+with TB, so the models cannot tell a child's normal chest from disease. On
+adults from other hospitals the same models do well (external-dev above).
+A version not measured on children is treated the same way: not for children.
+"""
+"""What was measured on children, stated in every card."""
+
 
 @dataclass(frozen=True)
 class CardInfo:
@@ -106,6 +147,8 @@ def write_card(info: CardInfo, report: dict[str, object], out_dir: Path,
 | training images | {info.train_counts} |
 | command | `{info.command}` |
 
+{INTENDED_USE}
+{CHILDREN_MEASURED}
 Preprocessing (shared by training and serving, `inference/preprocess.py`): uniform padding
 trimmed (flat rows and columns at the edges, at most a quarter per side), dark surround
 trimmed (edge columns and rows more than half air outside the body, at most a quarter per
