@@ -190,8 +190,8 @@ def status_name(code: int) -> str:
 
 
 def _reject_reason(answer: A_ASSOCIATE) -> str:
-    """``rejected-permanent by the service-user: called AE title not recognised`` (PS3.8 9.3.4)."""
-    return f"{answer.result_str} by the {answer.source_str}: {answer.reason_str}".lower()
+    """``Rejected Permanent by the Service User: Called AE title not recognised`` (PS3.8 9.3.4)."""
+    return f"{answer.result_str} by the {answer.source_str}: {answer.reason_str}"
 
 
 def _context_reasons(assoc: Association) -> str:

@@ -29,9 +29,10 @@ class StoreScp:
     def __init__(self, status: int = 0x0000,
                  sop_classes: Sequence[str] = (Comprehensive3DSRStorage,
                                                SecondaryCaptureImageStorage),
-                 require_called_aet: bool = False) -> None:
+                 require_called_aet: bool = False, hold: threading.Event | None = None) -> None:
         self.received: list[Dataset] = []
         self.status = status
+        self.hold = hold  # C-STORE answers only once this is set (a PACS stuck mid-store)
         ae = AE(ae_title=PACS_AET)
         ae.require_called_aet = require_called_aet
         for sop_class in (*sop_classes, Verification):
@@ -43,6 +44,8 @@ class StoreScp:
         self.port = int(self.server.server_address[1])
 
     def _store(self, event: evt.Event) -> int:
+        if self.hold is not None:
+            self.hold.wait(120)
         if self.status == 0x0000:
             self.received.append(event.dataset)
         return self.status
