@@ -209,6 +209,20 @@ class AggregationSettings(_Section):
     poll_interval_s: Seconds = 1.0
 
 
+class ResultsSettings(_Section):
+    """How a study's report is built (issue 20 defect 1, issue 21 item 2)."""
+
+    report_not_analysed: bool = Field(
+        default=True,
+        description="a study with no classified image gets an SR and ORU saying "
+                    "'not analysed: <the quality gate's reason>'; false = no result")
+    max_attempts: int = Field(
+        default=3, ge=1, le=100,
+        description="give up building a study's report after this many tries "
+                    "(the study shows report-failed with the reason)")
+    retry_delay_s: Seconds = Field(default=60.0, description="wait between two report attempts")
+
+
 class DicomDestination(_Section):
     """A DICOM peer that receives results by C-STORE (and answers C-ECHO)."""
 
@@ -247,6 +261,9 @@ class Destinations(_Section):
         return self
 
 
+RETRY_WINDOW_MAX_S = 30 * 86400.0
+
+
 class DeliverySettings(_Section):
     """How results are sent: retries with capped exponential backoff for a time, then dead-letter.
 
@@ -272,6 +289,15 @@ class DeliverySettings(_Section):
     mllp_ack_timeout_s: Seconds = Field(default=30.0, description="wait this long for an HL7 ACK")
     poll_interval_s: Seconds = Field(default=1.0, description="how often to look for due results")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "max_attempts" in data:
+            raise ValueError("max_attempts is no longer a setting: results are retried for a "
+                             "time, not a count; set delivery.retry_window_s instead (seconds, "
+                             "default 86400 = 24 h) and remove delivery.max_attempts")
+        return data
+
     @model_validator(mode="after")
     def _backoff_order(self) -> DeliverySettings:
         if self.backoff_max_s < self.backoff_base_s:
@@ -284,9 +310,6 @@ def _check_uid_root(value: str | None) -> str | None:
     if value is None:
         return None
     from results.identity import check_uid_root  # the one rule for UID roots (PS3.5 9.1)
-RETRY_WINDOW_MAX_S = 30 * 86400.0
-
-
 
     return check_uid_root(value)
 
@@ -301,15 +324,6 @@ class IdentitySettings(_Section):
     serial_number: str = Field(
         default="1", min_length=1, max_length=64,
         description="Device Serial Number; tells installations apart")
-    @model_validator(mode="before")
-    @classmethod
-    def _replaced_keys(cls, data: object) -> object:
-        if isinstance(data, dict) and "max_attempts" in data:
-            raise ValueError("max_attempts is no longer a setting: results are retried for a "
-                             "time, not a count; set delivery.retry_window_s instead (seconds, "
-                             "default 86400 = 24 h) and remove delivery.max_attempts")
-        return data
-
     institution_name: str | None = Field(
         default=None, max_length=64, description="Institution Name of the results")
 
@@ -355,6 +369,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     inference: InferenceSettings = InferenceSettings()
     aggregation: AggregationSettings = AggregationSettings()
+    results: ResultsSettings = ResultsSettings()
     destinations: Destinations = Destinations()
     delivery: DeliverySettings = DeliverySettings()
     identity: IdentitySettings = IdentitySettings()

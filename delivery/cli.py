@@ -1,4 +1,5 @@
-"""Delivery subcommand: ``cxr-gateway retry [ID ...] [--all-dead]`` re-queues dead letters.
+"""Delivery subcommand: ``cxr-gateway retry [ID ...] [--all-dead]`` re-queues dead letters;
+``cxr-gateway retry --reports [STUDY_UID ...]`` builds report-failed studies' reports again.
 
 Works next to a running ``serve`` (the outbox is an SQLite table of the
 journal database; its dispatcher picks the rows up at its next poll).
@@ -15,6 +16,7 @@ from config import DEFAULT_CONFIG, ConfigError, load_settings
 from delivery.outbox import OutboxError
 from delivery.report import requeue_all, requeue_rows
 from delivery.views import RetryOutcome
+from dicom_node.journal import Journal
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -24,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     retry.add_argument("ids", nargs="*", type=int, metavar="ID",
                        help="outbox row IDs (as shown by cxr-gateway status)")
     retry.add_argument("--all-dead", action="store_true", help="every dead-lettered row")
+    retry.add_argument("--reports", nargs="*", metavar="STUDY_UID", default=None,
+                       help="build again the reports of report-failed studies (all, or those "
+                            "given), as shown by cxr-gateway status")
     retry.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                        help=f"YAML settings file (default {DEFAULT_CONFIG})")
     retry.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -32,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    if args.reports is not None:
+        return _retry_reports(args)
     if bool(args.ids) == bool(args.all_dead):
         print("retry: give outbox row IDs or --all-dead (one of them)", file=sys.stderr)
         return EXIT_CONFIG
@@ -56,3 +63,24 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"#{row_id}: {outcome.value}")
     failed = any(o is not RetryOutcome.REQUEUED for o in outcomes.values())
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _retry_reports(args: argparse.Namespace) -> int:
+    """``retry --reports``: report-failed studies become due again (the running aggregator
+    builds them at its next poll, with ``results.max_attempts`` fresh attempts)."""
+    try:
+        settings = load_settings(args.config, overrides=args.set)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    database = settings.path(settings.storage.database)
+    if not database.is_file():
+        print(f"no journal at {database} (storage.database): nothing to retry", file=sys.stderr)
+        return EXIT_CONFIG
+    journal = Journal(database)
+    try:
+        count = journal.retry_reports(list(args.reports) or None)
+    finally:
+        journal.close()
+    print(f"re-queued the report of {count} study(ies)")
+    return EXIT_OK if count or not args.reports else EXIT_FAILED

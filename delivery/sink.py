@@ -13,23 +13,47 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from pydicom.dataset import Dataset
 
 from config.schema import Hl7Destination
 from delivery.outbox import Channel, Kind, NewDelivery, Outbox
-from dicom_node.aggregation import StudyResult
-from hl7_link.oru import Hl7Endpoints, StudyFacts, build_oru, control_id_for
+from dicom_node.aggregation import NotAnalysedStudy, ReportError, StudyResult
+from hl7_link.oru import (
+    Hl7Endpoints,
+    StudyFacts,
+    build_not_analysed_oru,
+    build_oru,
+    control_id_for,
+)
 from inference.pixels import load_dicom
-from results.evidence import ClassifiedImage
-from results.identity import GatewayIdentity
+from results.evidence import ClassifiedImage, ResultBuildError
+from results.identity import GatewayIdentity, IdentityError
+from results.not_analysed import build_not_analysed_sr
 from results.secondary_capture import build_heatmap_sc
 from results.sr import build_sr
 
 log = logging.getLogger(__name__)
+
+SAFE_MESSAGES: Final = (ResultBuildError, IdentityError)
+"""Error types whose messages name arguments and settings, never header values."""
+
+
+@contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Turn a failure of one step into a :class:`ReportError` that says which step failed
+    (and the error type; the message only when it cannot hold patient data)."""
+    try:
+        yield
+    except Exception as err:  # every failure of a step becomes a counted report attempt
+        detail = f"{type(err).__name__}: {err}" if isinstance(err, SAFE_MESSAGES) \
+            else type(err).__name__
+        raise ReportError(f"{name} ({detail})") from err
 
 
 @dataclass(frozen=True)
@@ -51,18 +75,45 @@ class OutboxSink:
         pictures are still being drawn; if the heatmaps fail, the aggregator
         hands the study over again and the SR and ORU rows are not doubled.
         """
-        images = [ClassifiedImage(load_dicom(image.path), image.prediction)
-                  for image in study.images]
-        sr = build_sr(images, study.prediction, self.identity)
-        sr_uid, sr_path = str(sr.SOPInstanceUID), self._store(sr)
+        with _step("reading the images"):
+            images = [ClassifiedImage(load_dicom(image.path), image.prediction)
+                      for image in study.images]
+        with _step("building the SR"):
+            sr = build_sr(images, study.prediction, self.identity)
+        with _step("storing the SR"):
+            sr_uid, sr_path = str(sr.SOPInstanceUID), self._store(sr)
         representative = next(i for i in images
                               if i.sop_instance_uid == study.representative.sop_instance_uid)
-        added = self._queue([*self._dicom_rows(study, [(Kind.SR, sr_uid, sr_path)]),
-                             *self._hl7_rows(study, representative.dataset, sr_uid)])
-        heatmaps = self._heatmaps(images) if self.heatmap else []
-        added += self._queue(self._dicom_rows(study, heatmaps))
+        with _step("building the ORU"):
+            oru_rows = self._hl7_rows(study, representative.dataset, sr_uid)
+        with _step("queueing the SR and ORU"):
+            added = self._queue([*self._dicom_rows(study, [(Kind.SR, sr_uid, sr_path)]),
+                                 *oru_rows])
+        with _step("building the heatmap Secondary Capture"):
+            heatmaps = self._heatmaps(images) if self.heatmap else []
+        with _step("queueing the heatmaps"):
+            added += self._queue(self._dicom_rows(study, heatmaps))
         log.info("study %s revision %d: %d object(s), %d new outbox row(s)", study.study_uid,
                  study.revision, 1 + len(heatmaps), added)
+
+    def study_not_analysed(self, study: NotAnalysedStudy) -> None:
+        """Queue the "not analysed" SR and ORU (issue 21 item 2): the reason, no finding."""
+        with _step("reading the images"):
+            sources = [load_dicom(image.path) for image in study.images]
+        with _step("building the not-analysed SR"):
+            sr = build_not_analysed_sr(sources, study.text, self.identity)
+        with _step("storing the SR"):
+            sr_uid, sr_path = str(sr.SOPInstanceUID), self._store(sr)
+        with _step("building the ORU"):
+            facts = StudyFacts.from_dataset(sources[0])
+            oru_rows = [self._hl7_row(study.study_uid, study.revision, peer, sr_uid,
+                                      lambda e, c: build_not_analysed_oru(facts, study.text, e, c))
+                        for peer in self.hl7_destinations]
+        with _step("queueing the SR and ORU"):
+            added = self._queue([*self._dicom_rows(study, [(Kind.SR, sr_uid, sr_path)]),
+                                 *oru_rows])
+        log.info("study %s revision %d: not analysed, %d new outbox row(s)", study.study_uid,
+                 study.revision, added)
 
     def _queue(self, rows: list[NewDelivery]) -> int:
         added = self.outbox.enqueue(rows)
@@ -70,7 +121,7 @@ class OutboxSink:
             self.on_queued()
         return added
 
-    def _dicom_rows(self, study: StudyResult,
+    def _dicom_rows(self, study: StudyResult | NotAnalysedStudy,
                     objects: list[tuple[Kind, str, Path]]) -> list[NewDelivery]:
         return [NewDelivery(study.study_uid, study.revision, kind, uid, Channel.DICOM, name,
                             str(path))
@@ -87,15 +138,19 @@ class OutboxSink:
 
     def _hl7_rows(self, study: StudyResult, source: Dataset, sr_uid: str) -> list[NewDelivery]:
         facts = StudyFacts.from_dataset(source)
-        rows = []
-        for peer in self.hl7_destinations:
-            control_id = control_id_for(sr_uid, peer.name)
-            endpoints = Hl7Endpoints(peer.sending_application, peer.sending_facility,
-                                     peer.receiving_application, peer.receiving_facility)
-            message = build_oru(facts, study.prediction, endpoints, control_id)
-            rows.append(NewDelivery(study.study_uid, study.revision, Kind.ORU, control_id,
-                                    Channel.HL7, peer.name, message))
-        return rows
+        return [self._hl7_row(study.study_uid, study.revision, peer, sr_uid,
+                              lambda e, c: build_oru(facts, study.prediction, e, c))
+                for peer in self.hl7_destinations]
+
+    @staticmethod
+    def _hl7_row(study_uid: str, revision: int, peer: Hl7Destination, sr_uid: str,
+                 build: Callable[[Hl7Endpoints, str], str]) -> NewDelivery:
+        """One ORU row for ``peer``; ``build(endpoints, control_id)`` makes the message."""
+        control_id = control_id_for(sr_uid, peer.name)
+        endpoints = Hl7Endpoints(peer.sending_application, peer.sending_facility,
+                                 peer.receiving_application, peer.receiving_facility)
+        return NewDelivery(study_uid, revision, Kind.ORU, control_id, Channel.HL7, peer.name,
+                           build(endpoints, control_id))
 
     def _store(self, ds: Dataset) -> Path:
         """Write ``ds`` durably as ``<SOP Instance UID>.dcm`` (temp file, fsync, rename)."""

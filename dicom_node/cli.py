@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -211,6 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         counts = {str(k): v for k, v in journal.counts().items()}
         recent = journal.recent(args.limit)
+        report_failures = journal.report_failures(args.limit)
     finally:
         journal.close()
     outbox = outbox_report(db_path, args.limit)  # deliveries and dead letters (issue 4)
@@ -218,7 +220,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = [{"sop_instance_uid": r.sop_instance_uid, "study_uid": r.study_uid,
                  "state": str(r.state), "reason": r.reason, "result": r.result_json and
                  json.loads(r.result_json)} for r in recent]
-        print(json.dumps({"counts": counts, "recent": rows, "outbox": outbox.as_json()}, indent=2))
+        failed = [asdict(f) for f in report_failures]
+        print(json.dumps({"counts": counts, "recent": rows, "outbox": outbox.as_json(),
+                          "report_failures": failed}, indent=2))
         return EXIT_OK
     print("queue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for r in recent:
@@ -228,4 +232,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                   else r.reason or "")
         print(f"  {when}  {r.state:<11} {r.sop_instance_uid}  {detail}")
     print("\n".join(outbox.lines()))
+    if report_failures:
+        print("reports failed (try again with: cxr-gateway retry --reports [STUDY_UID ...]):")
+    for f in report_failures:
+        print(f"  study {f.study_uid} revision {f.revision}  {f.attempts} attempt(s)  {f.reason}")
     return EXIT_OK

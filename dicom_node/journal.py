@@ -132,6 +132,29 @@ _INSTANCE_COLUMNS = ("id, sop_instance_uid, sop_class_uid, study_uid, series_uid
                      "path, received_at, state, reason, result_json, heatmap_path")
 
 
+_ADDED_STUDY_COLUMNS = {
+    "report_attempts": "INTEGER NOT NULL DEFAULT 0",  # failed report attempts of ...
+    "report_attempt_revision": "INTEGER NOT NULL DEFAULT 0",  # ... this revision
+    "report_error": "TEXT",  # why the last attempt failed ("report failed: ...")
+    "report_retry_at": "REAL",  # not before this time
+    "report_failed_revision": "INTEGER NOT NULL DEFAULT 0",  # gave up on this revision
+}
+"""Report attempts of a study (issue 20 defect 1): a report that cannot be built is
+tried a bounded number of times, then the study shows ``report-failed`` with the
+reason until it grows (a new revision) or is retried by hand."""
+
+
+@dataclass(frozen=True)
+class ReportFailure:
+    """A study whose report could not be built (``cxr-gateway status``)."""
+
+    study_uid: str
+    revision: int
+    attempts: int
+    reason: str
+    updated_at: float | None
+
+
 class Journal(SqliteDatabase):
     """Instances, jobs and studies in one SQLite database."""
 
@@ -140,6 +163,14 @@ class Journal(SqliteDatabase):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, SCHEMA)
+        self._add_study_columns()
+
+    def _add_study_columns(self) -> None:
+        present = {str(r[1]) for r in self.query("PRAGMA table_info(studies)")}
+        for name, declaration in _ADDED_STUDY_COLUMNS.items():
+            if name not in present:
+                with self.transaction() as db:
+                    db.execute(f"ALTER TABLE studies ADD COLUMN {name} {declaration}")
 
     def has_instance(self, sop_instance_uid: str) -> bool:
         return bool(self.query("SELECT 1 FROM instances WHERE sop_instance_uid = ?",
@@ -235,19 +266,64 @@ class Journal(SqliteDatabase):
 
         Returns ``(study_uid, revision)`` pairs; the revision counts received
         instances, so a study that grows after being reported is due again.
+        A revision whose report failed waits for its retry time and is left
+        out once given up (:meth:`report_attempt_failed`).
         """
         cutoff = (time.time() if now is None else now) - quiet_period_s
         rows = self.query(
             "SELECT s.study_uid, s.revision FROM studies s WHERE s.revision > s.reported_revision"
             " AND s.last_received <= ? AND NOT EXISTS (SELECT 1 FROM instances i"
-            " WHERE i.study_uid = s.study_uid AND i.state IN (?, ?)) ORDER BY s.last_received",
-            (cutoff, InstanceState.QUEUED, InstanceState.CLASSIFYING))
+            " WHERE i.study_uid = s.study_uid AND i.state IN (?, ?))"
+            " AND s.revision > s.report_failed_revision AND (s.report_attempt_revision < s.revision"
+            " OR s.report_retry_at IS NULL OR s.report_retry_at <= ?) ORDER BY s.last_received",
+            (cutoff, InstanceState.QUEUED, InstanceState.CLASSIFYING, cutoff + quiet_period_s))
         return [(str(r[0]), int(str(r[1]))) for r in rows]
 
     def mark_reported(self, study_uid: str, revision: int) -> None:
         with self.transaction() as db:
             db.execute("UPDATE studies SET reported_revision = MAX(reported_revision, ?),"
-                       " reported_at = ? WHERE study_uid = ?", (revision, time.time(), study_uid))
+                       " reported_at = ?, report_attempts = 0, report_error = NULL,"
+                       " report_retry_at = NULL WHERE study_uid = ?",
+                       (revision, time.time(), study_uid))
+
+    def report_attempt_failed(self, study_uid: str, revision: int, reason: str,
+                              max_attempts: int, retry_at: float) -> tuple[int, bool]:
+        """Count a failed report attempt of ``revision``; after ``max_attempts`` the study
+        is given up (``report-failed``) until it grows or is retried.
+        Returns (attempts of this revision, given up)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE studies SET report_attempts = CASE WHEN report_attempt_revision = ?"
+                " THEN report_attempts + 1 ELSE 1 END, report_attempt_revision = ?,"
+                " report_error = ?, report_retry_at = ? WHERE study_uid = ?",
+                (revision, revision, reason, retry_at, study_uid))
+            attempts = int(db.execute("SELECT report_attempts FROM studies WHERE study_uid = ?",
+                                      (study_uid,)).fetchone()[0])
+            if attempts >= max_attempts:
+                db.execute("UPDATE studies SET report_failed_revision = ?, reported_at = ?"
+                           " WHERE study_uid = ?", (revision, time.time(), study_uid))
+        return attempts, attempts >= max_attempts
+
+    def report_failures(self, limit: int = 50) -> list[ReportFailure]:
+        """Studies whose current revision was given up, most recent first."""
+        rows = self.query(
+            "SELECT study_uid, revision, report_attempts, report_error, reported_at FROM studies"
+            " WHERE report_failed_revision > 0 AND report_failed_revision >= revision"
+            " ORDER BY reported_at DESC LIMIT ?", (limit,))
+        return [ReportFailure(str(r[0]), int(str(r[1])), int(str(r[2])), str(r[3] or ""),
+                              None if r[4] is None else float(str(r[4]))) for r in rows]
+
+    def retry_reports(self, study_uids: list[str] | None = None) -> int:
+        """Make given-up studies (all, or those listed) due again; returns how many."""
+        where = "report_failed_revision > 0 AND report_failed_revision >= revision"
+        args: tuple[object, ...] = ()
+        if study_uids is not None:
+            where += f" AND study_uid IN ({', '.join('?' * len(study_uids))})"
+            args = tuple(study_uids)
+        with self.transaction() as db:
+            cur = db.execute("UPDATE studies SET report_failed_revision = 0, report_attempts = 0,"
+                             f" report_retry_at = NULL WHERE {where}", args)
+        return int(cur.rowcount)
 
     def study_instances(self, study_uid: str) -> list[InstanceRecord]:
         rows = self.query(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid = ?"

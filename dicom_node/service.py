@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pynetdicom.transport import ThreadedAssociationServer
 
 from config.schema import Settings
-from dicom_node.aggregation import Aggregator, LoggingSink, ResultSink
+from dicom_node.aggregation import Aggregator, LoggingSink, ReportPolicy, ResultSink
 from dicom_node.errors import PersistError, StartupError
 from dicom_node.gate import GatedServer
 from dicom_node.intake import Intake
@@ -129,8 +129,11 @@ def _start_threads(settings: Settings, journal: Journal, pipeline: Pipeline | No
                           stop) for n in range(settings.inference.workers)]
     else:
         log.warning("inference.workers is 0: instances are received and queued, not classified")
+    report = settings.results
     threads.append(Aggregator(journal, sink, settings.aggregation.quiet_period_s, stop,
-                              settings.aggregation.poll_interval_s))
+                              settings.aggregation.poll_interval_s,
+                              ReportPolicy(report.max_attempts, report.retry_delay_s,
+                                           report.report_not_analysed)))
     for thread in threads:
         thread.start()
     return threads

@@ -84,6 +84,13 @@ class ResultStatus(StrEnum):
     FINAL = "F"
 
 
+class NotAnalysedStatus(StrEnum):
+    """Statuses of a "not analysed" result (issue 21 item 2)."""
+
+    ORDER = "I"  # OBR-25, table 0123: no results available; procedure incomplete
+    OBSERVATION = "X"  # OBX-11, table 0085: results cannot be obtained for this observation
+
+
 class ProcessingId(StrEnum):
     """MSH-11 (HL7 table 0103)."""
 
@@ -189,6 +196,38 @@ def build_oru(facts: StudyFacts, prediction: Prediction, endpoints: Hl7Endpoints
         raise OruBuildError(f"control_id {control_id!r}: expected 1-{CONTROL_ID_LENGTH} "
                             "characters (MSH-10)")
     now = now or datetime.datetime.now()
+    text = _message(facts, list(_observations(facts, prediction)), endpoints, control_id, now,
+                    (ResultStatus.PRELIMINARY, ResultStatus.PRELIMINARY))
+    log.info("built ORU^R01 %s for study %s: %s", control_id, facts.study_uid,
+             prediction.finding.value)
+    return text
+
+
+def build_not_analysed_oru(facts: StudyFacts, text: str, endpoints: Hl7Endpoints,
+                           control_id: str, now: datetime.datetime | None = None) -> str:
+    """The ORU^R01 of a study the AI did not analyse: ``text`` ("not analysed: <reason>") as
+    the impression, OBR-25 ``I`` and every OBX-11 ``X`` (:class:`NotAnalysedStatus`)."""
+    if not control_id or len(control_id) > CONTROL_ID_LENGTH:
+        raise OruBuildError(f"control_id {control_id!r}: expected 1-{CONTROL_ID_LENGTH} "
+                            "characters (MSH-10)")
+    now = now or datetime.datetime.now()
+    observations: list[Observation] = [
+        (ValueType.TEXT, "", _coded(IMPRESSION.value, IMPRESSION.meaning, "DCM"),
+         text_lines(text), ""),
+        (ValueType.STRING, "", _coded(*STUDY_INSTANCE_UID), escape(facts.study_uid), ""),
+        (ValueType.TEXT, "", _coded(COMMENT.value, COMMENT.meaning, "DCM"),
+         text_lines(SR_DISCLAIMER), ""),
+    ]
+    message = _message(facts, observations, endpoints, control_id, now,
+                       (NotAnalysedStatus.ORDER, NotAnalysedStatus.OBSERVATION))
+    log.info("built ORU^R01 %s for study %s: not analysed", control_id, facts.study_uid)
+    return message
+
+
+def _message(facts: StudyFacts, observations: list[Observation], endpoints: Hl7Endpoints,
+             control_id: str, now: datetime.datetime, statuses: tuple[str, str]) -> str:
+    """MSH, PID, OBR (OBR-25 ``statuses[0]``) and one OBX per observation (OBX-11
+    ``statuses[1]``), validated STRICT against v2.5.1."""
     try:
         message = Message("ORU_R01", version=HL7_VERSION,
                           validation_level=VALIDATION_LEVEL.STRICT)
@@ -196,17 +235,14 @@ def build_oru(facts: StudyFacts, prediction: Prediction, endpoints: Hl7Endpoints
         result = message.add_group("ORU_R01_PATIENT_RESULT")
         _pid(result.add_group("ORU_R01_PATIENT").add_segment("PID"), facts)
         order = result.add_group("ORU_R01_ORDER_OBSERVATION")
-        _obr(order.add_segment("OBR"), facts, now)
-        for index, (kind, sub_id, identifier, value, units) in enumerate(
-                _observations(facts, prediction), start=1):
+        _obr(order.add_segment("OBR"), facts, now, statuses[0])
+        for index, (kind, sub_id, identifier, value, units) in enumerate(observations, start=1):
             obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
-            _obx(obx, index, kind, sub_id, identifier, value, units, now)
+            _obx(obx, index, kind, sub_id, identifier, value, units, now, statuses[1])
         message.validate()
         text: str = message.to_er7()
     except (HL7apyException, ValueError) as err:
         raise OruBuildError(f"ORU^R01 for study {facts.study_uid} does not validate: {err}") from err
-    log.info("built ORU^R01 %s for study %s: %s", control_id, facts.study_uid,
-             prediction.finding.value)
     return text
 
 
@@ -233,7 +269,7 @@ def _pid(pid: Segment, facts: StudyFacts) -> None:
     pid.pid_8 = SEX_CODES.get(facts.sex, "U")
 
 
-def _obr(obr: Segment, facts: StudyFacts, now: datetime.datetime) -> None:
+def _obr(obr: Segment, facts: StudyFacts, now: datetime.datetime, status: str) -> None:
     obr.obr_1 = "1"
     obr.obr_2 = escape(facts.accession_number)
     obr.obr_3 = escape(facts.accession_number)
@@ -243,11 +279,11 @@ def _obr(obr: Segment, facts: StudyFacts, now: datetime.datetime) -> None:
         obr.obr_7 = escape(facts.study_datetime)
     obr.obr_22 = hl7_timestamp(now)
     obr.obr_24 = DIAGNOSTIC_SECTION_RADIOLOGY
-    obr.obr_25 = ResultStatus.PRELIMINARY.value
+    obr.obr_25 = status
 
 
 def _obx(obx: Segment, index: int, kind: ValueType, sub_id: str, identifier: str, value: str,
-         units: str, now: datetime.datetime) -> None:
+         units: str, now: datetime.datetime, status: str) -> None:
     """One OBX; ``value`` is escaped ER7, repetitions (TX lines) separated by ``~``."""
     obx.obx_1 = str(index)
     obx.obx_2 = kind.value
@@ -258,7 +294,7 @@ def _obx(obx: Segment, index: int, kind: ValueType, sub_id: str, identifier: str
         obx.add_field("OBX_5").value = repetition
     if units:
         obx.obx_6 = units
-    obx.obx_11 = ResultStatus.PRELIMINARY.value
+    obx.obx_11 = status
     obx.obx_14 = hl7_timestamp(now)
 
 

@@ -46,6 +46,9 @@ UTF8: Final = "ISO_IR 192"
 BIPED_ORIENTATIONS: Final = frozenset("AHFLPR")
 """Letters allowed in a biped Patient Orientation value (PS3.3 C.7.6.1.1.1)."""
 
+LATERALITY: Final = 0x00200060
+"""Laterality (0020,0060), General Series Module."""
+
 PLACEHOLDER_ORIENTATION: Final = ("L", "F")
 """Given to highdicom when the source has none; removed again (Type 2 then, left empty)."""
 
@@ -163,6 +166,6 @@ def _mark_derived(sc: SCImage, source: Dataset, has_orientation: bool) -> None:
     if source.get("BodyPartExamined"):
         sc.BodyPartExamined = source.BodyPartExamined
     else:  # unknown body part: dciodvfy then asks for Laterality (Type 2C, PS3.3 C.7.3.1); empty
-        sc.Laterality = None
+        sc.add_new(LATERALITY, "CS", None)
     if not has_orientation:
         sc["PatientOrientation"].value = None

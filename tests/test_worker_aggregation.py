@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_node.aggregation import Aggregator, StudyResult, build_study_result
+from dicom_node.aggregation import Aggregator, ReportPolicy, StudyResult, build_study_result
 from dicom_node.journal import InstanceState, Journal, NewInstance
 from dicom_node.worker import Pipeline, Worker
 from inference.pixels import PixelError, dicom_to_gray
@@ -168,7 +168,9 @@ def test_study_without_classified_image_gives_no_result(journal: Journal, tmp_pa
     assert build_study_result(STUDY, 1, journal.study_instances(STUDY)) is None
     sink = ListSink()
     last = journal.study_instances(STUDY)[-1].received_at
-    assert Aggregator(journal, sink, 1.0, threading.Event()).run_once(now=last + 5) == 0
+    no_report = ReportPolicy(report_not_analysed=False)  # with it: tests/test_report_failures.py
+    assert Aggregator(journal, sink, 1.0, threading.Event(), policy=no_report).run_once(
+        now=last + 5) == 0
     assert sink.results == [] and journal.due_studies(1.0, now=last + 5) == []
 
 
@@ -183,8 +185,10 @@ def test_failing_sink_is_retried(journal: Journal, tmp_path: Path) -> None:
     receive(journal, tmp_path, make_chest(rows=256, columns=256, study_uid=STUDY))
     drain(journal, ScriptedPredictor([0.4]))
     sink = FlakySink()
-    aggregator = Aggregator(journal, sink, 1.0, threading.Event())
+    aggregator = Aggregator(journal, sink, 1.0, threading.Event(),
+                            policy=ReportPolicy(retry_delay_s=1.0))
     last = journal.study_instances(STUDY)[-1].received_at
     assert aggregator.run_once(now=last + 5) == 0
+    assert aggregator.run_once(now=last + 5.5) == 0  # waits results.retry_delay_s
     assert aggregator.run_once(now=last + 6) == 1
     assert len(sink.results) == 1
