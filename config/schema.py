@@ -109,6 +109,14 @@ class DicomSettings(_Section):
         default=None, ge=0, le=999,
         description="slots only associations the policy accepted may hold (connections still "
                     "negotiating cannot); default a fifth of max_associations")
+    max_instance_mb: int = Field(
+        default=256, ge=1, le=65536,
+        description="refuse (0xA700) an instance whose dataset is larger than this as received; "
+                    "counted while it streams in, the excess is not kept")
+    max_inflated_mb: int = Field(
+        default=256, ge=1, le=65536,
+        description="refuse (0xA700) a Deflated instance that inflates to more than this; "
+                    "inflated in bounded chunks")
     timeouts: Timeouts = Timeouts()
     tls: TlsSettings = TlsSettings()
 
@@ -194,6 +202,10 @@ class InferenceSettings(_Section):
     heatmap: bool = True
     max_attempts: int = Field(
         default=3, ge=1, le=100, description="give up an instance after this many tries")
+    max_pixels: int = Field(
+        default=50_000_000, ge=1_000_000, le=2**31,
+        description="largest frame decoded, Rows x Columns x Samples per Pixel from the header "
+                    "(DICOM, PNG, JPEG); a larger one is skipped (422 by upload) before decoding")
     min_patient_age_years: float = Field(
         default=15, ge=0, le=120,
         description="intended use: images of younger patients are skipped (WHO consolidated "
@@ -350,6 +362,10 @@ class WebSettings(_Section):
         default=None, min_length=16,
         description="bearer token (or basic-auth password) the console and API require, "
                     "at least 16 characters; null = loopback clients only")
+    max_upload_mb: int = Field(
+        default=64, ge=1, le=4096,
+        description="largest upload to /api/v1/predict; the body is counted as it streams and "
+                    "refused with 413 at the limit")
 
     # Web console access policy (issue 5): exposing patient data beyond this machine needs a token.
     @model_validator(mode="after")

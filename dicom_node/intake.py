@@ -4,8 +4,23 @@ C-STORE (PS3.4 annex B.2.3): the dataset as received (no re-encoding) is
 written to the spool with File Meta Information, then recorded in the journal
 with its classification job; only then is Success (0x0000) returned. When
 either step fails the handler answers Refused: Out of Resources (0xA700) and
-nothing stays behind, so the sender's retry is safe. An instance already in
-the journal is answered Success and not stored again.
+nothing stays behind, so the sender's retry is safe.
+
+A SOP Instance UID already in the journal (issue 20, defect 8): a
+byte-identical re-send (same SHA-256 of the stored file) is answered Success
+and changes nothing; a changed one (a corrected re-send) replaces the stored
+instance and is classified again, and its study is reported again with a
+higher revision (:meth:`dicom_node.journal.Journal.admit_instance`).
+
+Size limits (issue 20, defect 6), both answered 0xA700 Refused: Out of
+Resources, the PS3.4 B.2.3 status for "the SCP cannot take this instance
+with the resources it has": pynetdicom accumulates a dataset's P-DATA
+fragments in memory, so :meth:`Intake.handle_pdu` counts them as they arrive
+and, past ``dicom.max_instance_mb``, swaps the buffer for one that only
+counts (:class:`OversizedDataset`): the association goes on, nothing more is
+kept, and the handler refuses the instance without decoding it. A Deflated
+dataset (PS3.5 A.5) is inflated in bounded chunks up to
+``dicom.max_inflated_mb`` before it is decoded.
 
 Handlers return status codes and never raise (pynetdicom would turn an
 exception into a generic failure without a log line of ours).
@@ -13,18 +28,29 @@ exception into a generic failure without a log line of ours).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from dataclasses import dataclass
+from typing import cast
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
+from pynetdicom.pdu import P_DATA_TF
 
 from dicom_node.errors import PersistError
-from dicom_node.journal import Journal, NewInstance
+from dicom_node.journal import Admission, Journal, NewInstance
 from dicom_node.spool import Spool
 from dicom_node.status import EchoStatus, StoreStatus
+from inference.pixels import DEFAULT_MAX_INFLATED_BYTES, InflateLimitError, inflate_bounded
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_INSTANCE_BYTES = 256 * 2**20
+COMMAND_FRAGMENT = 0x01  # PS3.8 E.2 message control header: bit 0 set = command, else dataset
 
 
 class DatasetRejected(ValueError):
@@ -45,17 +71,60 @@ class Identity:
     series_uid: str
 
 
+@dataclass(frozen=True)
+class IntakeLimits:
+    """``dicom.max_instance_mb`` and ``dicom.max_inflated_mb``, in bytes."""
+
+    max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+
+
+class OversizedDataset(io.BytesIO):
+    """Takes a C-STORE dataset's buffer over once it passed the limit: counts, keeps nothing."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__()
+        self.received = received
+
+    def write(self, data: object) -> int:
+        size = len(data) if isinstance(data, bytes | bytearray | memoryview) else 0
+        self.received += size
+        return size
+
+
 class Intake:
     """Handlers bound to one spool and one journal (passed in, not global)."""
 
-    def __init__(self, spool: Spool, journal: Journal) -> None:
+    def __init__(self, spool: Spool, journal: Journal, limits: IntakeLimits | None = None) -> None:
         self.spool = spool
         self.journal = journal
+        self.limits = limits or IntakeLimits()
 
     def handle_echo(self, event: Event) -> int:
         """C-ECHO (Verification, PS3.4 annex A): always Success."""
         log.info("C-ECHO from %s", event.assoc.requestor.ae_title)
         return EchoStatus.SUCCESS
+
+    def handle_pdu(self, event: Event) -> None:
+        """EVT_PDU_RECV (DUL thread): stop keeping a dataset that passed ``max_instance_bytes``.
+
+        Runs before the PDU's fragments are added to the message being
+        assembled, so the buffer never holds more than the limit.
+        """
+        pdu = event.pdu
+        message = event.assoc.dimse.message
+        if not isinstance(pdu, P_DATA_TF) or message is None:
+            return
+        buffer = message.data_set
+        if isinstance(buffer, OversizedDataset) or not isinstance(buffer, io.BytesIO):
+            return
+        incoming = sum(len(item.data) - 1 for item in pdu.presentation_data_value_items
+                       if item.data and not item.data[0] & COMMAND_FRAGMENT)
+        if buffer.tell() + incoming > self.limits.max_instance_bytes:
+            message.data_set = OversizedDataset(buffer.tell())
+            log.warning("C-STORE from %s: dataset passed dicom.max_instance_mb (%d MB); "
+                        "the rest is counted, not kept", event.assoc.requestor.ae_title,
+                        self.limits.max_instance_bytes // 2**20)
 
     def handle_store(self, event: Event) -> int:
         """C-STORE: validate -> spool -> journal -> Success; see the module docstring."""
@@ -68,7 +137,8 @@ class Intake:
     def _store(self, event: Event) -> int:
         calling = event.assoc.requestor.ae_title
         try:
-            identity = identify(event.dataset, str(event.request.AffectedSOPClassUID))
+            self._check_size(event)
+            identity = identify(self._header(event), str(event.request.AffectedSOPClassUID))
         except DatasetRejected as err:
             log.warning("C-STORE from %s refused (0x%04X): %s", calling, err.status, err)
             return err.status
@@ -83,24 +153,50 @@ class Intake:
                       identity.sop_instance_uid, err)
             return StoreStatus.OUT_OF_RESOURCES
 
-    def _persist(self, event: Event, identity: Identity, calling: str) -> int:
-        if self.journal.has_instance(identity.sop_instance_uid):
-            log.info("C-STORE %s from %s: duplicate, already stored", identity.sop_instance_uid,
-                     calling)
-            return StoreStatus.SUCCESS
-        path = self.spool.write(event.encoded_dataset(), identity.sop_instance_uid)
-        record = NewInstance(identity.sop_instance_uid, identity.sop_class_uid,
-                             identity.study_uid, identity.series_uid, calling, path)
+    def _check_size(self, event: Event) -> None:
+        buffer = cast(C_STORE, event.request).DataSet
+        if isinstance(buffer, OversizedDataset):
+            raise DatasetRejected(
+                StoreStatus.OUT_OF_RESOURCES,
+                f"dataset of {buffer.received / 2**20:.0f} MB is larger than "
+                f"dicom.max_instance_mb ({self.limits.max_instance_bytes // 2**20} MB)")
+
+    def _header(self, event: Event) -> Dataset:
+        """The dataset, decoded; a Deflated one inflated within ``max_inflated_bytes`` first."""
+        if not UID(event.context.transfer_syntax).is_deflated:
+            return event.dataset
+        raw = event.encoded_dataset(include_meta=False)
         try:
-            added = self.journal.add_instance(record)
+            body = inflate_bounded(raw, self.limits.max_inflated_bytes)
+        except InflateLimitError as err:
+            raise DatasetRejected(StoreStatus.OUT_OF_RESOURCES, str(err)) from err
+        return dcmread(io.BytesIO(body), force=True, stop_before_pixels=True)
+
+    def _persist(self, event: Event, identity: Identity, calling: str) -> int:
+        data = event.encoded_dataset()
+        digest = hashlib.sha256(data).hexdigest()
+        uid = identity.sop_instance_uid
+        if self.journal.stored_digest(uid) == digest:
+            log.info("C-STORE %s from %s: identical to the stored instance; nothing to do",
+                     uid, calling)
+            return StoreStatus.SUCCESS
+        path = self.spool.write(data, uid)
+        record = NewInstance(uid, identity.sop_class_uid, identity.study_uid,
+                             identity.series_uid, calling, path, digest)
+        try:
+            admitted = self.journal.admit_instance(record)
         except PersistError:
             self.spool.discard(path)
             raise
-        if not added:
+        if admitted.outcome is Admission.DUPLICATE:
             self.spool.discard(path)
-            log.info("C-STORE %s: duplicate received concurrently", identity.sop_instance_uid)
+            log.info("C-STORE %s: identical instance received concurrently", uid)
+        elif admitted.outcome is Admission.REPLACED:
+            self.spool.discard_replaced(admitted.old_path)
+            log.info("C-STORE %s from %s: changed re-send replaces the stored instance; "
+                     "queued again", uid, calling)
         else:
-            log.info("C-STORE %s from %s: stored", identity.sop_instance_uid, calling)
+            log.info("C-STORE %s from %s: stored", uid, calling)
         return StoreStatus.SUCCESS
 
 

@@ -10,6 +10,13 @@ Instance states: ``queued`` -> ``classifying`` -> ``classified`` | ``skipped``
 | ``failed``. A job left ``classifying`` by a crash is queued again at start
 (:meth:`Journal.requeue_interrupted`); its attempt count keeps growing, so an
 image that crashes the process every time ends ``failed``, not in a loop.
+
+Re-sends (issue 20, defect 8; :meth:`Journal.admit_instance`): an instance
+whose SOP Instance UID is known is a no-op when its stored file has the same
+SHA-256, and otherwise replaces the stored one: the row points to the new
+spool file, its result is cleared, a new job is queued (a worker still busy
+with the old content finds its job gone and records nothing), and the study
+gets a higher revision, so it is reported again.
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ CREATE TABLE IF NOT EXISTS instances (
     finding TEXT,
     result_json TEXT,
     heatmap_path TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    sha256 TEXT,
+    replaced INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid);
 CREATE INDEX IF NOT EXISTS instances_state ON instances (state);
@@ -71,6 +80,20 @@ class InstanceState(StrEnum):
     FAILED = "failed"
 
 
+class Admission(StrEnum):
+    """What :meth:`Journal.admit_instance` did with a received instance."""
+
+    ADDED = "added"
+    DUPLICATE = "duplicate"  # the same SOP Instance UID with the same bytes: nothing changed
+    REPLACED = "replaced"  # the same SOP Instance UID with other bytes: stored again, re-queued
+
+
+@dataclass(frozen=True)
+class Admitted:
+    outcome: Admission
+    old_path: Path | None = None  # the replaced spool file, for the caller to delete
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -87,6 +110,7 @@ class NewInstance:
     series_uid: str
     calling_ae: str
     path: Path
+    sha256: str | None = None  # of the spool file: tells a corrected re-send from a repeat
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,7 @@ class InstanceRecord:
     reason: str | None
     result_json: str | None
     heatmap_path: Path | None
+    replaced: int = 0  # times a changed re-send replaced it (part of the result UIDs)
 
 
 @dataclass(frozen=True)
@@ -129,7 +154,9 @@ class StoredResult:
 
 
 _INSTANCE_COLUMNS = ("id, sop_instance_uid, sop_class_uid, study_uid, series_uid, calling_ae, "
-                     "path, received_at, state, reason, result_json, heatmap_path")
+                     "path, received_at, state, reason, result_json, heatmap_path, replaced")
+_ADDED_INSTANCE_COLUMNS = {"sha256": "TEXT", "replaced": "INTEGER NOT NULL DEFAULT 0"}
+"""Columns newer than the first schema, added to an existing journal at open."""
 
 
 _ADDED_STUDY_COLUMNS = {
@@ -163,6 +190,7 @@ class Journal(SqliteDatabase):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, SCHEMA)
+        self._add_instance_columns()
         self._add_study_columns()
 
     def _add_study_columns(self) -> None:
@@ -172,9 +200,52 @@ class Journal(SqliteDatabase):
                 with self.transaction() as db:
                     db.execute(f"ALTER TABLE studies ADD COLUMN {name} {declaration}")
 
+    def _add_instance_columns(self) -> None:
+        present = {str(r[1]) for r in self.query("PRAGMA table_info(instances)")}
+        for name, declaration in _ADDED_INSTANCE_COLUMNS.items():
+            if name not in present:
+                with self.transaction() as db:
+                    db.execute(f"ALTER TABLE instances ADD COLUMN {name} {declaration}")
+
     def has_instance(self, sop_instance_uid: str) -> bool:
         return bool(self.query("SELECT 1 FROM instances WHERE sop_instance_uid = ?",
                                (sop_instance_uid,)))
+
+    def stored_digest(self, sop_instance_uid: str) -> str | None:
+        """SHA-256 of the stored file of a known instance (``None``: unknown or not recorded)."""
+        rows = self.query("SELECT sha256 FROM instances WHERE sop_instance_uid = ?",
+                          (sop_instance_uid,))
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
+    def admit_instance(self, new: NewInstance) -> Admitted:
+        """Add a received instance, or apply the re-send rule (module docstring) to a known one."""
+        if self.add_instance(new):
+            return Admitted(Admission.ADDED)
+        return self._replace_if_changed(new)
+
+    def _replace_if_changed(self, new: NewInstance) -> Admitted:
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT id, sha256, path, study_uid FROM instances"
+                             " WHERE sop_instance_uid = ?", (new.sop_instance_uid,)).fetchone()
+            if row is None:
+                raise JournalError(f"journal {self.path}: instance {new.sop_instance_uid} "
+                                   "vanished while being replaced")
+            if new.sha256 is not None and row[1] == new.sha256:
+                return Admitted(Admission.DUPLICATE)
+            db.execute(
+                "UPDATE instances SET sop_class_uid = ?, study_uid = ?, series_uid = ?,"
+                " calling_ae = ?, path = ?, sha256 = ?, received_at = ?, state = ?, reason = NULL,"
+                " tb_score = NULL, finding = NULL, result_json = NULL, heatmap_path = NULL,"
+                " replaced = replaced + 1, updated_at = ? WHERE id = ?",
+                (new.sop_class_uid, new.study_uid, new.series_uid, new.calling_ae, str(new.path),
+                 new.sha256, now, InstanceState.QUEUED, now, row[0]))
+            db.execute("DELETE FROM jobs WHERE instance_id = ?", (row[0],))
+            db.execute("INSERT INTO jobs (instance_id, state) VALUES (?, ?)",
+                       (row[0], JobState.QUEUED))
+            for study_uid in {str(row[3]), new.study_uid}:
+                _touch_study(db, study_uid, now)
+        return Admitted(Admission.REPLACED, Path(str(row[2])))
 
     def add_instance(self, new: NewInstance) -> bool:
         """Record a received instance and queue its job; ``False`` if already known."""
@@ -183,16 +254,13 @@ class Journal(SqliteDatabase):
             with self.transaction() as db:
                 cur = db.execute(
                     "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid,"
-                    " calling_ae, path, received_at, state, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " calling_ae, path, received_at, state, updated_at, sha256)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (new.sop_instance_uid, new.sop_class_uid, new.study_uid, new.series_uid,
-                     new.calling_ae, str(new.path), now, InstanceState.QUEUED, now))
+                     new.calling_ae, str(new.path), now, InstanceState.QUEUED, now, new.sha256))
                 db.execute("INSERT INTO jobs (instance_id, state) VALUES (?, ?)",
                            (cur.lastrowid, JobState.QUEUED))
-                db.execute(
-                    "INSERT INTO studies (study_uid, last_received, revision) VALUES (?, ?, 1)"
-                    " ON CONFLICT (study_uid) DO UPDATE SET last_received = excluded.last_received,"
-                    " revision = revision + 1", (new.study_uid, now))
+                _touch_study(db, new.study_uid, now)
         except JournalError as err:
             if isinstance(err.__cause__, sqlite3.IntegrityError):
                 return False
@@ -217,6 +285,8 @@ class Journal(SqliteDatabase):
 
     def finish_classified(self, job: Job, result: StoredResult) -> None:
         with self.transaction() as db:
+            if not _still_claimed(db, job):
+                return
             db.execute("UPDATE instances SET tb_score = ?, finding = ?, result_json = ?,"
                        " heatmap_path = ? WHERE id = ?",
                        (result.tb_score, result.finding, result.result_json,
@@ -235,6 +305,8 @@ class Journal(SqliteDatabase):
     def retry_later(self, job: Job, error: str) -> None:
         """Put a job back in the queue after a transient failure."""
         with self.transaction() as db:
+            if not _still_claimed(db, job):
+                return
             db.execute("UPDATE jobs SET state = ?, last_error = ? WHERE id = ?",
                        (JobState.QUEUED, error, job.id))
             self._set_state(db, job.instance_id, InstanceState.QUEUED, error)
@@ -252,8 +324,11 @@ class Journal(SqliteDatabase):
 
     @staticmethod
     def _finish(db: sqlite3.Connection, job: Job, state: InstanceState, reason: str | None) -> None:
-        db.execute("UPDATE jobs SET state = ? WHERE id = ?", (JobState.DONE, job.id))
-        Journal._set_state(db, job.instance_id, state, reason)
+        """Record the outcome, unless a changed re-send replaced the job meanwhile."""
+        done = db.execute("UPDATE jobs SET state = ? WHERE id = ? AND state = ?",
+                          (JobState.DONE, job.id, JobState.RUNNING))
+        if done.rowcount:
+            Journal._set_state(db, job.instance_id, state, reason)
 
     @staticmethod
     def _set_state(db: sqlite3.Connection, instance_id: int, state: InstanceState,
@@ -349,13 +424,28 @@ class Journal(SqliteDatabase):
         return [Path(str(r[0])) for r in self.query("SELECT path FROM instances")]
 
 
+def _still_claimed(db: sqlite3.Connection, job: Job) -> bool:
+    """The job is still the running one (a replacing re-send deletes it and queues a new one)."""
+    return db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = ?",
+                      (job.id, JobState.RUNNING)).fetchone() is not None
+
+
+def _touch_study(db: sqlite3.Connection, study_uid: str, now: float) -> None:
+    """A study received (or replaced) an instance: quiet period restarts, revision grows."""
+    db.execute(
+        "INSERT INTO studies (study_uid, last_received, revision) VALUES (?, ?, 1)"
+        " ON CONFLICT (study_uid) DO UPDATE SET last_received = excluded.last_received,"
+        " revision = revision + 1", (study_uid, now))
+
+
 def _record(row: tuple[object, ...]) -> InstanceRecord:
     (id_, sop, sop_class, study, series, calling, path, received, state, reason, result,
-     heatmap) = row
+     heatmap, replaced) = row
     return InstanceRecord(
         id=int(str(id_)), sop_instance_uid=str(sop), sop_class_uid=str(sop_class),
         study_uid=str(study), series_uid=str(series), calling_ae=str(calling),
         path=Path(str(path)), received_at=float(str(received)), state=InstanceState(str(state)),
         reason=None if reason is None else str(reason),
         result_json=None if result is None else str(result),
-        heatmap_path=None if heatmap is None else Path(str(heatmap)))
+        heatmap_path=None if heatmap is None else Path(str(heatmap)),
+        replaced=int(str(replaced or 0)))

@@ -81,6 +81,7 @@ def start_scp(settings: Settings, intake: Intake,
         (evt.EVT_REQUESTED, policy.handle_requested),
         (evt.EVT_C_ECHO, intake.handle_echo),
         (evt.EVT_C_STORE, intake.handle_store),
+        (evt.EVT_PDU_RECV, intake.handle_pdu),  # dicom.max_instance_mb, counted as it streams
     ]
     admission = Admission(Limits.from_settings(dicom), refusals)
     try:

@@ -9,6 +9,7 @@ workers after their current image, close the journal.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -21,7 +22,7 @@ from config.schema import Settings
 from dicom_node.aggregation import Aggregator, LoggingSink, ReportPolicy, ResultSink
 from dicom_node.errors import PersistError, StartupError
 from dicom_node.gate import GatedServer
-from dicom_node.intake import Intake
+from dicom_node.intake import Intake, IntakeLimits
 from dicom_node.journal import Journal
 from dicom_node.preflight import models_dir
 from dicom_node.scp import start_scp
@@ -47,8 +48,23 @@ def build_pipeline(settings: Settings) -> Pipeline:
     except (ModelError, ValueError, RuntimeError) as err:
         raise StartupError(f"inference.models_dir ({folder}): cannot load the models ({err}); "
                            "export them there or set inference.workers: 0") from err
-    return engine_pipeline(engine, settings.inference.heatmap,
-                           settings.inference.min_patient_age_years)
+    return with_limits(engine_pipeline(engine, settings.inference.heatmap,
+                                       settings.inference.min_patient_age_years), settings)
+
+
+def with_limits(pipeline: Pipeline, settings: Settings) -> Pipeline:
+    """The pipeline reading and decoding within ``dicom.max_inflated_mb`` and
+    ``inference.max_pixels`` (issue 20, defect 6)."""
+    from inference.pixels import dicom_to_gray, load_dicom
+
+    return dataclasses.replace(
+        pipeline,
+        load=functools.partial(load_dicom, max_inflated_bytes=settings.dicom.max_inflated_mb * 2**20),
+        to_gray=functools.partial(dicom_to_gray, max_pixels=settings.inference.max_pixels))
+
+
+def intake_limits(settings: Settings) -> IntakeLimits:
+    return IntakeLimits(settings.dicom.max_instance_mb * 2**20, settings.dicom.max_inflated_mb * 2**20)
 
 
 def engine_pipeline(engine: Predictor, heatmap: bool,
@@ -103,7 +119,7 @@ def start_gateway(settings: Settings, sink: ResultSink | None = None,
     stop = threading.Event()
     threads = _start_threads(settings, journal, pipeline, sink or LoggingSink(), stop)
     try:
-        server = start_scp(settings, Intake(spool, journal))
+        server = start_scp(settings, Intake(spool, journal, intake_limits(settings)))
     except StartupError:
         stop.set()
         for thread in threads:

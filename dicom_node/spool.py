@@ -78,6 +78,16 @@ class Spool:
         except OSError as err:
             log.error("spool: cannot remove unaccepted file %s: %s", path, err)
 
+    def discard_replaced(self, path: Path | None) -> None:
+        """Remove the file of an instance that a changed re-send replaced, with what was
+        derived from it beside it (``<name>.heatmap.npy``). A crash before this leaves the
+        old file unknown to the journal: the next start moves it to ``orphans/``."""
+        if path is None:
+            return
+        for derived in path.parent.glob(f"{path.name}.*"):
+            self.discard(derived)
+        self.discard(path)
+
     def sweep(self, known: Iterable[Path]) -> tuple[int, int]:
         """Clean up after a crash: delete temp files, move files unknown to the journal.
 

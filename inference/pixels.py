@@ -27,6 +27,14 @@ Multi-frame objects: only the first frame is decoded and classified. Chest
 radiographs are single projections (the CR and DX IODs have one frame); a
 multi-frame Secondary Capture of a chest holds repeated or alternative
 renderings of it, and decoding one frame keeps time and memory bounded.
+
+Decompression bombs (issue 20, defect 6) are refused from headers, before
+memory is committed: a Deflated Explicit VR Little Endian body (PS3.5 A.5) is
+inflated in bounded chunks up to ``max_inflated_bytes``
+(:class:`InflateLimitError`), and a frame is decoded only when Rows x Columns
+x Samples per Pixel read from the header is within ``max_pixels``
+(:class:`PixelLimitError`); PNG and JPEG files are measured from their IHDR
+or SOF header the same way before the codec runs.
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import cv2
 import numpy as np
@@ -45,6 +54,7 @@ import pydicom
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 from pydicom.uid import (
     JPEG2000,
@@ -87,8 +97,49 @@ COLOUR: Final = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALET
 SUPPORTED_BITS_ALLOCATED: Final = (8, 16)
 
 
+DEFAULT_MAX_PIXELS: Final = 50_000_000
+"""Default largest decoded frame, Rows x Columns x Samples per Pixel (``inference.max_pixels``)."""
+DEFAULT_MAX_INFLATED_BYTES: Final = 256 * 2**20
+"""Default largest inflated Deflated body (``dicom.max_inflated_mb``)."""
+INFLATE_CHUNK: Final = 4 * 2**20
+
+
 class PixelError(ValueError):
     """The pixel data cannot become a grayscale image; the message names the attribute."""
+
+
+class PixelLimitError(PixelError):
+    """The header announces more pixels than ``inference.max_pixels``; nothing was decoded."""
+
+
+class InflateLimitError(PixelError):
+    """A Deflated dataset inflates to more than ``dicom.max_inflated_mb``; inflating stopped."""
+
+
+def inflate_bounded(data: bytes, limit: int) -> bytes:
+    """Inflate a raw deflate stream (PS3.5 A.5) in chunks, never beyond ``limit`` bytes.
+
+    Raises :class:`InflateLimitError` as soon as the output would pass the
+    limit, having held at most ``limit`` + one chunk in memory, and
+    :class:`PixelError` when the stream is corrupt.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    pending = data
+    try:
+        while pending and not inflater.eof:
+            out += inflater.decompress(pending, INFLATE_CHUNK)
+            pending = inflater.unconsumed_tail
+            if len(out) > limit:
+                raise InflateLimitError(
+                    f"the Deflated dataset inflates to more than {limit // 2**20} MB "
+                    f"({len(data)} bytes received); dicom.max_inflated_mb is the limit")
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise PixelError(f"the Deflated dataset cannot be inflated ({exc})") from exc
+    if len(out) > limit:
+        raise InflateLimitError(f"the Deflated dataset inflates to more than {limit // 2**20} MB")
+    return bytes(out)
 
 
 @dataclass(frozen=True)
@@ -115,19 +166,26 @@ class PixelFormat:
         return 0, (1 << self.bits_stored) - 1
 
 
-def load_dicom(source: str | os.PathLike[str] | bytes) -> Dataset:
+def load_dicom(source: str | os.PathLike[str] | bytes,
+               max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> Dataset:
     """Read a DICOM file or byte string, with or without File Meta Information.
 
     Files without the PS3.10 preamble and File Meta (older modalities, some
     archives) are read with ``force=True``; pydicom detects their encoding and
     the Transfer Syntax UID is set from it, Implicit VR Little Endian being
-    the default of PS3.5 A.1 when nothing else can be told.
+    the default of PS3.5 A.1 when nothing else can be told. A Deflated body is
+    inflated here, bounded by ``max_inflated_bytes`` (pydicom would inflate it
+    whole, whatever its size).
     """
-    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
     try:
-        ds = pydicom.dcmread(fp, force=True)
+        ds = _read_deflated(fp, max_inflated_bytes) or pydicom.dcmread(fp, force=True)
+    except InflateLimitError as exc:
+        raise InflateLimitError(f"{_name(source)}: {exc}") from exc
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise PixelError(f"{_name(source)}: not a readable DICOM file ({exc})") from exc
+    finally:
+        fp.close()
     if "SOPClassUID" not in ds and "PixelData" not in ds:
         raise PixelError(f"{_name(source)}: not a DICOM file (no SOP Class UID, no Pixel Data)")
     if not hasattr(ds, "file_meta"):
@@ -136,6 +194,26 @@ def load_dicom(source: str | os.PathLike[str] | bytes) -> Dataset:
         ds.file_meta.TransferSyntaxUID = _syntax_from_encoding(ds)
         log.debug("no File Meta Transfer Syntax UID; read as %s",
                   ds.file_meta.TransferSyntaxUID.name)
+    return ds
+
+
+def _read_deflated(fp: BinaryIO, max_inflated_bytes: int) -> Dataset | None:
+    """The dataset of a PS3.10 file in Deflated Explicit VR Little Endian, else ``None``.
+
+    Leaves ``fp`` at its start when the file is not Deflated.
+    """
+    head = fp.read(132)
+    fp.seek(0)
+    if head[128:132] != b"DICM":
+        return None
+    read_preamble(fp, False)
+    meta = _read_file_meta_info(fp)  # pydicom's own File Meta reader (group 0002 only)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        fp.seek(0)
+        return None
+    body = inflate_bounded(fp.read(), max_inflated_bytes)
+    ds = pydicom.dcmread(io.BytesIO(body), force=True)
+    ds.file_meta = meta
     return ds
 
 
@@ -160,13 +238,23 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     return head[128:132] == b"DICM" or Path(path).suffix.lower() in DICOM_SUFFIXES
 
 
-def file_to_gray(path: str | os.PathLike[str]) -> NDArray[np.float32]:
+def file_to_gray(path: str | os.PathLike[str],
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
     """Read a PNG or JPEG as grayscale in [0, 1] (16-bit PNG keeps its depth).
 
     Colour files are converted by the codec's own luma conversion, exactly as
-    the training pipeline reads them (``cv2.IMREAD_GRAYSCALE``).
+    the training pipeline reads them (``cv2.IMREAD_GRAYSCALE``). The size in
+    the file's header is checked against ``max_pixels`` first
+    (:class:`PixelLimitError`).
     """
     data = np.fromfile(path, dtype=np.uint8)
+    head = data[:HEADER_SCAN_BYTES].tobytes()
+    size = image_header_size(head)
+    if size is None and head.startswith(b"\xff\xd8"):
+        raise PixelError(f"{os.fspath(path)}: a JPEG without a frame header (SOF) before its scan")
+    if size is not None:
+        width, height, samples = size
+        check_pixel_count(height, width, samples, max_pixels)
     img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH) if data.size else None
     if img is None or img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
         raise PixelError(f"{os.fspath(path)}: not a PNG or JPEG image that can be read")
@@ -226,14 +314,16 @@ def _check_format(fmt: PixelFormat) -> None:
                          f"({fmt.bits_stored - 1}) and Bits Allocated - 1")
 
 
-def dicom_to_gray(ds: Dataset) -> NDArray[np.float32]:
+def dicom_to_gray(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
     """First frame of ``ds`` as 2-D float32 in [0, 1], presentation space, bright = dense.
 
     See the module docstring for the order of the transformations.
     Raises :class:`PixelError` when the pixel data is absent, unsupported or
-    cannot be decoded.
+    cannot be decoded, :class:`PixelLimitError` when the header announces a
+    frame of more than ``max_pixels`` samples (checked before decoding).
     """
     fmt = pixel_format(ds)
+    check_pixel_count(_int(ds, "Rows"), _int(ds, "Columns"), fmt.samples, max_pixels)
     raw = _decode_first_frame(ds, fmt)
     if fmt.photometric in COLOUR:
         return _colour_to_gray(raw, ds, fmt)
@@ -241,6 +331,66 @@ def dicom_to_gray(ds: Dataset) -> NDArray[np.float32]:
     if coefficients is not None and fmt.bits_allocated == 16 and fmt.shift == 0:
         return _apply_linear(raw, fmt, *coefficients)
     return _apply_table(raw, presentation_table(ds, fmt))
+
+
+def check_pixel_count(rows: int, columns: int, samples: int, max_pixels: int) -> None:
+    """Refuse a frame whose Rows x Columns x Samples per Pixel exceeds ``max_pixels``.
+
+    Only the first frame is decoded (module docstring), so Number of Frames
+    does not multiply the decoded size; the bytes of the other frames are
+    bounded by ``dicom.max_instance_mb`` when received.
+    """
+    if rows <= 0 or columns <= 0:
+        raise PixelError(f"Rows {rows} and Columns {columns} must be positive")
+    count = rows * columns * max(samples, 1)
+    if count > max_pixels:
+        raise PixelLimitError(
+            f"the image is {columns} x {rows} x {samples} samples = {count:,} pixels, more than "
+            f"inference.max_pixels ({max_pixels:,}); not decoded")
+
+
+def image_header_size(data: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, samples)`` from a PNG IHDR or JPEG SOF header, or ``None``.
+
+    Read before the codec runs, so a small file announcing a huge image is
+    refused without decoding (PNG: ISO/IEC 15948 11.2.2; JPEG: ITU-T T.81 B.2.2).
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 26:
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return width, height, PNG_SAMPLES.get(data[25], 4)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_sof_size(data)
+    return None
+
+
+PNG_SAMPLES: Final = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+"""Samples per pixel of each PNG colour type (palette images decode to RGB)."""
+JPEG_SOF_MARKERS: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB,
+                                     0xCD, 0xCE, 0xCF})
+JPEG_SOS: Final = 0xDA
+HEADER_SCAN_BYTES: Final = 4 * 2**20
+"""How far into a PNG or JPEG file its frame header is looked for."""
+
+
+def _jpeg_sof_size(data: bytes) -> tuple[int, int, int] | None:
+    """Walk the JPEG marker segments to the first SOFn (T.81 B.1.1.4, B.2.2)."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == JPEG_SOS:
+            return None
+        if marker in JPEG_SOF_MARKERS and pos + 10 <= len(data):
+            height = int.from_bytes(data[pos + 5:pos + 7], "big")
+            width = int.from_bytes(data[pos + 7:pos + 9], "big")
+            return width, height, data[pos + 9]
+        pos += 2 + length
+    return None
 
 
 def _decode_first_frame(ds: Dataset, fmt: PixelFormat) -> NDArray[np.generic]:

@@ -10,11 +10,11 @@ The OpenAPI description is served at ``/openapi.json``, ``/docs`` and
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -29,17 +29,18 @@ from web.api_predict import predict_routes
 from web.api_studies import studies_routes
 from web.auth import Access
 from web.config_view import config_routes
-from web.context import DEFAULT_MAX_UPLOAD_BYTES, WebContext
+from web.context import WebContext
 from web.health import health_routes
 from web.images import RenderingCache
 from web.metrics import ApiMetrics, JournalCollector, RefusalCollector
-from web.uploads import Predictor
+from web.uploads import Predictor, UploadLimit
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 PAGES: Final = {"/": "upload.html", "/worklist": "worklist.html", "/settings": "settings.html"}
 UPLOAD_PATH: Final = "/api/v1/predict"
+MULTIPART_OVERHEAD: Final = 2**16  # boundaries and part headers around the file, within the limit
 OPENAPI_PATH: Final = "/openapi.json"
 
 
@@ -47,12 +48,14 @@ def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *
                outbox: Outbox | None = None,
                registry: CollectorRegistry | None = None, engine_error: str | None = None,
                renderings: RenderingCache | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               max_upload_bytes: int | None = None,
                refusals: Refusals | None = None) -> FastAPI:
     """The app for one running gateway; ``engine`` is ``None`` when the models failed to load."""
     if outbox is not None and outbox.path.resolve() != journal.path.resolve():
         raise ValueError(f"outbox: expected the table in the journal database {journal.path}, "
                          f"got {outbox.path}")
+    if max_upload_bytes is None:
+        max_upload_bytes = settings.web.max_upload_mb * 2**20
     registry = CollectorRegistry() if registry is None else registry
     registry.register(JournalCollector(journal, outbox))
     if refusals is not None:
@@ -70,7 +73,7 @@ def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *
         app.include_router(router)
     _console(app, ctx)
     _api_docs(app, ctx)
-    app.middleware("http")(_upload_limit(max_upload_bytes))
+    app.add_middleware(UploadLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD, path=UPLOAD_PATH)
     return app
 
 
@@ -106,17 +109,3 @@ def _page(path: Path) -> Callable[[], FileResponse]:
     def page() -> FileResponse:
         return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-store"})
     return page
-
-
-Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
-
-
-def _upload_limit(limit: int) -> Middleware:
-    """Refuse an upload whose declared size is over the limit before its body is read."""
-    async def check(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        declared = request.headers.get("content-length", "")
-        if request.url.path == UPLOAD_PATH and declared.isdigit() and int(declared) > limit + 2**16:
-            return JSONResponse({"detail": f"the file is larger than {limit // 2**20} MB; upload "
-                                 "one chest radiograph"}, status_code=413)
-        return await call_next(request)
-    return check

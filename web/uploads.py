@@ -9,24 +9,42 @@ parse), never from the file name.
 
 Every refusal is an :class:`UploadError` carrying the HTTP status and a
 sentence for the person who uploaded the file.
+
+Limits (issue 20, defect 6): :class:`UploadLimit` counts the request body as
+it streams in and answers 413 once it passes ``web.max_upload_mb``, so the
+multipart parser never spools more than the limit (a chunked upload has no
+Content-Length to check in advance); a decoded image is bounded by
+``inference.max_pixels`` read from its header (422) and a Deflated DICOM by
+``dicom.max_inflated_mb`` (413).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+from starlette.exceptions import HTTPException
 
-from inference.pixels import PixelError, dicom_to_gray, file_to_gray, load_dicom
+from inference.pixels import (
+    DEFAULT_MAX_INFLATED_BYTES,
+    DEFAULT_MAX_PIXELS,
+    InflateLimitError,
+    PixelError,
+    PixelLimitError,
+    dicom_to_gray,
+    file_to_gray,
+    load_dicom,
+)
 from inference.preprocess import PreprocessError
 from inference.quality import QualityVerdict, check_quality, verdict_for_pixel_error
 from inference.results import Prediction
@@ -68,7 +86,90 @@ class UploadResult:
     prediction: Prediction
 
 
-def sniff(data: bytes) -> UploadKind:
+@dataclass(frozen=True)
+class DecodeLimits:
+    """``inference.max_pixels`` and ``dicom.max_inflated_mb`` (bytes) for uploads."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyTooLarge(HTTPException):
+    """Raised into the app's body reader once the counted body passed the limit: a 413
+    (an HTTPException, so the framework answers it rather than calling it a parse error)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _too_large(limit))
+
+
+def _too_large(limit: int) -> str:
+    return (f"the file is larger than {limit // 2**20} MB (web.max_upload_mb); "
+            "upload one chest radiograph")
+
+
+class UploadLimit:
+    """ASGI middleware: refuse an upload over ``limit`` bytes with 413, counting as it streams.
+
+    A declared Content-Length over the limit is refused before reading; any
+    other body is passed on chunk by chunk and cut off at the limit: the app
+    sees :class:`BodyTooLarge` from ``receive`` and the client gets 413.
+    """
+
+    def __init__(self, app: Asgi, limit: int, path: str) -> None:
+        self.app = app
+        self.limit = limit
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        counted = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal counted
+            message = await receive()
+            counted += len(message.get("body", b""))
+            if counted > self.limit:
+                log.info("upload refused (413): body passed web.max_upload_mb (%d MB) while "
+                         "streaming", self.limit // 2**20)
+                raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        log.info("upload refused (413): larger than web.max_upload_mb (%d MB)", self.limit // 2**20)
+        body = json.dumps({"detail": _too_large(self.limit)}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def sniff(data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> UploadKind:
     """The upload's type from its first bytes; :class:`UploadError` (415) if none fits."""
     if data.startswith(PNG_SIGNATURE):
         return UploadKind.PNG
@@ -77,7 +178,7 @@ def sniff(data: bytes) -> UploadKind:
     if data[DICOM_PREFIX_OFFSET:DICOM_PREFIX_OFFSET + 4] == b"DICM":
         return UploadKind.DICOM
     try:
-        load_dicom(data)
+        load_dicom(data, max_inflated_bytes)
     except PixelError:
         raise UploadError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                           "not a PNG, JPEG or DICOM file; upload a chest radiograph in one "
@@ -85,29 +186,33 @@ def sniff(data: bytes) -> UploadKind:
     return UploadKind.DICOM
 
 
-def dicom_gray(data: bytes) -> NDArray[np.float32]:
+def dicom_gray(data: bytes, limits: DecodeLimits = DecodeLimits()) -> NDArray[np.float32]:
     """Decode a DICOM upload after the quality gate; 422 when the gate or decoding refuses it."""
     try:
-        ds = load_dicom(data)
+        ds = load_dicom(data, limits.max_inflated_bytes)
+    except InflateLimitError as err:
+        raise UploadError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(err)) from err
     except PixelError as err:
         raise UploadError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, str(err)) from err
-    verdict = check_quality(ds)
+    verdict = check_quality(ds, min_age_years=0)  # the age rule: web.intended_use, with a stated age
     if not verdict.ok:
         raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {verdict.reason}")
     try:
-        return dicom_to_gray(ds)
+        return dicom_to_gray(ds, limits.max_pixels)
     except PixelError as err:
         reason = verdict_for_pixel_error(err).reason
         raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {reason}") from err
 
 
-def picture_gray(data: bytes) -> NDArray[np.float32]:
+def picture_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
     """Decode a PNG or JPEG upload with the training reader (it takes a file path)."""
     fd, name = tempfile.mkstemp(suffix=".img")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        return file_to_gray(name)
+        return file_to_gray(name, max_pixels)
+    except PixelLimitError as err:
+        raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {err}") from err
     except PixelError as err:
         raise UploadError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                           "the file looks like a PNG or JPEG but cannot be decoded; "
@@ -116,13 +221,15 @@ def picture_gray(data: bytes) -> NDArray[np.float32]:
         os.unlink(name)
 
 
-def classify_upload(data: bytes, predictor: Predictor, timer: StageTimer) -> UploadResult:
+def classify_upload(data: bytes, predictor: Predictor, timer: StageTimer,
+                    limits: DecodeLimits = DecodeLimits()) -> UploadResult:
     """Sniff, decode (with the quality gate for DICOM) and run both classifiers."""
     if not data:
         raise UploadError(HTTPStatus.BAD_REQUEST, "the uploaded file is empty")
-    kind = sniff(data)
+    kind = sniff(data, limits.max_inflated_bytes)
     with timer("decode"):
-        gray = dicom_gray(data) if kind is UploadKind.DICOM else picture_gray(data)
+        gray = (dicom_gray(data, limits) if kind is UploadKind.DICOM
+                else picture_gray(data, limits.max_pixels))
     verdict = predictor.check_pixels(gray)
     if verdict is not None:
         raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {verdict.reason}")
