@@ -56,11 +56,14 @@ def parse_ack(text: str, expected_control_id: str | None = None) -> Ack:
         message = parse_message(text.strip(), validation_level=VALIDATION_LEVEL.TOLERANT,
                                 find_groups=False)
         msa = message.msa
+        repeated = len(msa.msa_1) > 1 or len(msa.msa_2) > 1
         raw_code = msa.msa_1.to_er7()
         control_id = unescape(msa.msa_2.to_er7())
         info = unescape(msa.msa_3.to_er7()) if msa.msa_3 is not None else ""
     except (HL7apyException, AttributeError, IndexError, ValueError) as err:
         raise AckError(f"answer is not an HL7 acknowledgement with an MSA segment ({err})") from err
+    if repeated:  # MSA-1 and MSA-2 do not repeat (v2.5.1 2.14.8): "AA~AE" is no answer
+        raise AckError("MSA-1 or MSA-2 repeated: not one acknowledgement")
     try:
         code = AckCode(raw_code.strip())
     except ValueError:
