@@ -63,6 +63,11 @@ class PatientAge:
         return _count(int(self.days), "day")
 
 
+def stated_age(years: float) -> PatientAge:
+    """An age a person typed in years (an upload's ``age_years``)."""
+    return PatientAge(years, years * DAYS_PER_YEAR, f"stated age {years:g} years")
+
+
 def _count(n: int, unit: str) -> str:
     return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 

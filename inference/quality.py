@@ -55,7 +55,13 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from inference.age import DEFAULT_MIN_AGE_YEARS, below_minimum_reason, patient_age, unknown_age_note
+from inference.age import (
+    DEFAULT_MIN_AGE_YEARS,
+    PatientAge,
+    below_minimum_reason,
+    patient_age,
+    unknown_age_note,
+)
 from inference.own_outputs import gateway_mark
 from inference.pixels import (
     PixelError,
@@ -281,9 +287,13 @@ def _view(ds: Dataset) -> QualityVerdict | None:
 
 def age_verdict(ds: Dataset, min_age_years: float) -> QualityVerdict:
     """Intended use by age (rule 7): skip below ``min_age_years``, accept an unknown age with a note."""
+    return age_check(patient_age(ds), min_age_years)
+
+
+def age_check(age: PatientAge | None, min_age_years: float) -> QualityVerdict:
+    """The age rule on an age found elsewhere (a DICOM header, an age stated with an upload)."""
     if min_age_years <= 0:
         return QualityVerdict.accept()
-    age = patient_age(ds)
     if age is None:
         return QualityVerdict.accept((unknown_age_note(min_age_years),))
     if age.years < min_age_years:

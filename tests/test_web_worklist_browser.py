@@ -1,4 +1,5 @@
-"""The worklist in headless Chromium: the patient and score columns, the sort and the finding filter.
+"""The worklist in headless Chromium: the patient and score columns, the sort and the finding
+filter; the upload page's age field and its "age unknown" note.
 
 Same app and browser as :mod:`tests.test_web_browser`, over a journal that
 also holds a child (skipped: outside intended use) and a study with no age
@@ -9,17 +10,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from inference.engine import InferenceEngine
 from tests.gateway_harness import free_port
 from tests.test_web_browser import RERENDERED, _shot, browser
-from tests.web_support import Filled, models_folder
+from tests.web_support import Filled, models_folder, png_bytes
 from tests.worklist_support import (
     AGE_NOTE,
     CHILD_ID,
@@ -102,3 +105,24 @@ def test_worklist_columns_sort_and_finding_filter(browser: WebDriver, server: st
     assert STUDY_UNKNOWN in {r["uid"] for r in filtered} and STUDY_CHILD not in {r["uid"] for r in filtered}
     assert len(filtered) < 6
     _shot(browser, "worklist-filtered")
+
+
+def test_upload_says_when_the_age_is_unknown(browser: WebDriver, server: str, tmp_path: Path) -> None:
+    picture = tmp_path / "chest.png"
+    picture.write_bytes(png_bytes(size=400))
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 60, ignored_exceptions=RERENDERED)
+    browser.find_element(By.ID, "file").send_keys(str(picture))
+    wait.until(ec.visibility_of_element_located((By.ID, "notes")))
+    assert browser.find_element(By.ID, "notes").text == AGE_NOTE
+    _shot(browser, "upload-age-unknown")
+    browser.get(server + "/")
+    browser.find_element(By.ID, "age").send_keys("34")
+    browser.find_element(By.ID, "file").send_keys(str(picture))
+    wait.until(lambda d: d.find_element(By.ID, "status").text.endswith("done."))
+    assert not browser.find_element(By.ID, "notes").is_displayed()
+    browser.get(server + "/")
+    browser.find_element(By.ID, "age").send_keys("6")
+    browser.find_element(By.ID, "file").send_keys(str(picture))
+    error = wait.until(ec.visibility_of_element_located((By.ID, "error")))
+    assert "outside intended use: patient aged 6 years" in error.text

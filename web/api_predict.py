@@ -4,21 +4,26 @@ The upload is classified in the request (both classifiers, heatmap); the
 radiograph and the heatmap overlay are kept as PNGs in the short-lived
 :class:`web.images.RenderingCache` and linked from the answer. Nothing about
 the upload is written to the journal or to disk beyond a temporary file.
+An optional ``age_years`` form field states the patient's age
+(:mod:`web.intended_use`): below ``inference.min_patient_age_years`` the
+upload is refused (422), and with no known age the answer's ``notes`` say so.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Response, UploadFile
+from fastapi import APIRouter, Depends, Form, HTTPException, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from inference.results import prediction_to_dict
 from web.context import NOTICE, WebContext
 from web.images import render
-from web.uploads import UploadError, UploadResult, classify_upload
+from web.intended_use import upload_notes
+from web.uploads import DecodeLimits, UploadError, UploadResult, classify_upload
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,11 @@ def _read_limited(file: UploadFile, limit: int) -> bytes:
         raise UploadError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                           f"the file is larger than {limit // 2**20} MB; upload one chest radiograph")
     return data
+
+
+def _limits(ctx: WebContext) -> DecodeLimits:
+    """``inference.max_pixels`` and ``dicom.max_inflated_mb`` as upload decode limits."""
+    return DecodeLimits(ctx.settings.inference.max_pixels, ctx.settings.dicom.max_inflated_mb * 2**20)
 
 
 def _answer(result: UploadResult, key: str, has_heatmap: bool, ttl_s: float) -> dict[str, Any]:
@@ -52,12 +62,17 @@ def predict_routes(ctx: WebContext) -> APIRouter:
 
     @router.post("/api/v1/predict", summary="classify an uploaded chest radiograph",
                  responses={400: {}, 413: {}, 415: {}, 422: {}, 503: {}})
-    def predict(file: UploadFile) -> JSONResponse:
+    def predict(file: UploadFile,
+                age_years: Annotated[float | None, Form(ge=0, le=130, description=(
+                    "the patient's age in years; a DICOM file's own age is used when absent"))]
+                = None) -> JSONResponse:
         if ctx.engine is None:
             raise HTTPException(503, f"models not loaded: {ctx.engine_error}")
         try:
             data = _read_limited(file, ctx.max_upload_bytes)
-            result = classify_upload(data, ctx.engine, ctx.api_metrics.timer)
+            notes = upload_notes(data, age_years, ctx.settings.inference.min_patient_age_years)
+            result = classify_upload(data, ctx.engine, ctx.api_metrics.timer, _limits(ctx))
+            result = replace(result, prediction=replace(result.prediction, notes=notes))
         except UploadError as err:
             log.info("upload refused (%d): %s", err.status, err)
             raise HTTPException(int(err.status), str(err)) from err
