@@ -137,3 +137,10 @@ def test_the_setting_moves_the_limit_and_zero_turns_it_off() -> None:
     assert verdict.why.endswith("(inference.min_patient_age_years = 18)")
     assert check_quality(_chest(), min_age_years=18).notes == (
         "patient age unknown: intended use (18 years and over) not confirmed",)
+
+
+def test_the_age_skip_has_its_metric_label() -> None:
+    from web.metrics import reason_code
+
+    verdict = check_quality(_chest(PatientAge="006Y"))
+    assert reason_code(verdict.reason) == GateCode.AGE.value == "age"

@@ -53,6 +53,7 @@ STAGE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 # Distinctive phrases of the quality gate's skip sentences (inference/quality.py), in the
 # order they are tried; tests run every gate rule through this table.
 REASON_PHRASES: Final = (
+    ("outside intended use: patient aged", GateCode.AGE),
     ("written by this gateway", GateCode.GATEWAY_OUTPUT),
     ("not an image (", GateCode.NOT_IMAGE),
     ("(Modality ", GateCode.MODALITY),
