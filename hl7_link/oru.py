@@ -339,7 +339,7 @@ def _classifier_observations(sub_id: str, score: ClassifierScore) -> Iterator[Ob
 
 def text_lines(text: str, width: int = TEXT_LINE_WIDTH) -> str:
     """TX value: ``text`` wrapped into escaped lines sent as repetitions (``~``) of OBX-5."""
-    return "~".join(escape(line) for line in textwrap.wrap(text, width)) or '""'
+    return "~".join(textwrap.wrap(escape(text), width)) or '""'
 
 
 def _number(value: float) -> str:

@@ -12,7 +12,8 @@ may stop the report:
   means unknown);
 * a value that breaks its VR (PS3.5 6.2) is left out: a Type 2 attribute is
   emptied, any other is removed; a value with several values where VM is 1
-  keeps its first value;
+  keeps its first value; control characters the VR forbids (0x1C in a name)
+  are removed;
 * text is decoded with the image's Specific Character Set before copying,
   so the result (UTF-8, ``ISO_IR 192``) carries the right characters.
 
@@ -47,6 +48,10 @@ KEPT_AS_IS: Final = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ", "
 """VRs not checked here: binary data, sequences, binary and decimal numbers (pydicom has
 parsed them already), and UIDs (a source with a broken UID is refused earlier,
 :func:`results.evidence.check_images`)."""
+
+TEXT_VRS: Final = frozenset({"ST", "LT", "UT"})
+TEXT_CONTROLS: Final = "\t\n\x0c\r\x1b"
+"""Control characters the text VRs may hold (PS3.5 6.2); other VRs hold ESC only."""
 
 PATIENT_SEX_VALUES: Final = frozenset({"M", "F", "O"})
 """Defined terms of Patient's Sex (0010,0040), PS3.3 C.7.1.1."""
@@ -105,14 +110,29 @@ def _fixed(element: DataElement, notes: list[str]) -> DataElement | None:
     if len(values) > 1 and _single_valued(element):
         notes.append(f"{name}: {len(values)} values where one is allowed; first kept")
         values = values[:1]
+    cleaned = [_without_controls(element.VR, value) for value in values]
+    if cleaned != [str(v) for v in values]:
+        notes.append(f"{name}: control characters removed")
+        values = cleaned
     if all(_valid(element.VR, value) for value in values):
-        if len(values) == element.VM:
+        if len(values) == element.VM and values is not cleaned:
             return element
-        return DataElement(element.tag, element.VR, values[0])
+        return DataElement(element.tag, element.VR, values[0] if len(values) == 1 else values)
     notes.append(f"{name}: not a valid {element.VR}; left out")
     if keyword in TYPE2_KEYWORDS:
         return DataElement(element.tag, element.VR, "")
     return None
+
+
+def _without_controls(vr: str, value: object) -> str:
+    """``value`` as text without the control characters its VR forbids (PS3.5 6.1.3, 6.2:
+    ESC only, for ISO 2022 code extensions; the text VRs also keep TAB, LF, FF and CR)."""
+    allowed = TEXT_CONTROLS if vr in TEXT_VRS else "\x1b"
+    return "".join(c for c in str(value) if c in allowed or not _is_control(c))
+
+
+def _is_control(char: str) -> bool:
+    return ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F
 
 
 def _single_valued(element: DataElement) -> bool:
