@@ -130,3 +130,7 @@ def test_unreadable_spool_header_gives_empty_columns(tmp_path: Path) -> None:
     assert patient_columns(tmp_path / "missing.dcm").patient_name == ""
     assert display_name("Family^Given^Middle^Dr.^") == "Family, Dr. Given Middle"
     assert display_name("OnlyFamily") == "OnlyFamily" and display_name("") == ""
+
+
+def test_settings_page_shows_the_minimum_age(client: TestClient) -> None:
+    assert client.get("/api/v1/config").json()["inference"]["min_patient_age_years"] == 15

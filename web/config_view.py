@@ -62,7 +62,9 @@ def public_config(settings: Settings) -> dict[str, Any]:
         "storage": {"spool_dir": str(settings.path(settings.storage.spool_dir)),
                     "min_free_mb": settings.storage.min_free_mb},
         "inference": {"workers": settings.inference.workers, "heatmap": settings.inference.heatmap,
-                      "max_attempts": settings.inference.max_attempts, "models": _models(settings)},
+                      "max_attempts": settings.inference.max_attempts,
+                      "min_patient_age_years": settings.inference.min_patient_age_years,
+                      "models": _models(settings)},
         "aggregation": {"quiet_period_s": settings.aggregation.quiet_period_s},
         "destinations": {
             "dicom": [{"name": d.name, "ae_title": d.ae_title, "host": d.host, "port": d.port}
