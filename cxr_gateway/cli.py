@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cxr_gateway import __version__
+from cxr_gateway import __version__, log_privacy
 
 # Modules with a ``register(subparsers)`` function; each adds its subcommands.
 COMMAND_MODULES = (
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    log_privacy.install()  # no patient data from third-party loggers and tracebacks either
     code: int = args.func(args)
     return code
 
