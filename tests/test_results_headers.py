@@ -38,7 +38,7 @@ def _set(keyword: str, value: object) -> Change:
     return lambda ds: setattr(ds, keyword, value)
 
 
-def _charset(charset: str | None, name: str) -> Change:
+def _charset(charset: str | list[str] | None, name: str) -> Change:
     def change(ds: Dataset) -> None:
         if charset is None:
             ds.pop("SpecificCharacterSet", None)

@@ -16,7 +16,13 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_node.aggregation import Aggregator, ReportPolicy, StudyResult, build_study_result
+from dicom_node.aggregation import (
+    Aggregator,
+    NotAnalysedStudy,
+    ReportPolicy,
+    StudyResult,
+    build_study_result,
+)
 from dicom_node.journal import InstanceState, Journal, NewInstance
 from dicom_node.worker import Pipeline, Worker
 from inference.pixels import PixelError, dicom_to_gray
@@ -58,6 +64,9 @@ class ListSink:
 
     def study_ready(self, study: StudyResult) -> None:
         self.results.append(study)
+
+    def study_not_analysed(self, study: NotAnalysedStudy) -> None:
+        raise AssertionError(f"study {study.study_uid}: not analysed, not expected here")
 
 
 def pipeline(predictor: ScriptedPredictor) -> Pipeline:
