@@ -76,7 +76,7 @@ class OutboxSink:
         hands the study over again and the SR and ORU rows are not doubled.
         """
         with _step("reading the images"):
-            images = [ClassifiedImage(load_dicom(image.path), image.prediction)
+            images = [ClassifiedImage(load_dicom(image.path), image.prediction, image.replaced)
                       for image in study.images]
         with _step("building the SR"):
             sr = build_sr(images, study.prediction, self.identity)

@@ -53,6 +53,7 @@ class ImageResult:
     sop_class_uid: str
     path: Path  # the spool file as received
     prediction: Prediction
+    replaced: int = 0  # times a corrected re-send replaced the instance (new result UIDs)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def build_study_result(study_uid: str, revision: int,
     """The study result from its journal rows, or ``None`` when no image was classified."""
     images = tuple(
         ImageResult(r.sop_instance_uid, r.series_uid, r.sop_class_uid, r.path,
-                    prediction_from_json(r.result_json, load_heatmap(r.heatmap_path)))
+                    prediction_from_json(r.result_json, load_heatmap(r.heatmap_path)), r.replaced)
         for r in records if r.state is InstanceState.CLASSIFIED and r.result_json)
     skipped = tuple((r.sop_instance_uid, r.reason or r.state.value)
                     for r in records if r.state is not InstanceState.CLASSIFIED)

@@ -14,8 +14,9 @@ image that crashes the process every time ends ``failed``, not in a loop.
 Re-sends (issue 20, defect 8; :meth:`Journal.admit_instance`): an instance
 whose SOP Instance UID is known is a no-op when its stored file has the same
 SHA-256, and otherwise replaces the stored one: the row points to the new
-spool file, its result is cleared, a new job is queued (a worker still busy
-with the old content finds its job gone and records nothing), and the study
+spool file, its result is cleared, its job is queued again under a new id (a
+worker still busy with the old content finds its job gone and records
+nothing), and the study
 gets a higher revision, so it is reported again.
 """
 
@@ -240,9 +241,11 @@ class Journal(SqliteDatabase):
                 " replaced = replaced + 1, updated_at = ? WHERE id = ?",
                 (new.sop_class_uid, new.study_uid, new.series_uid, new.calling_ae, str(new.path),
                  new.sha256, now, InstanceState.QUEUED, now, row[0]))
-            db.execute("DELETE FROM jobs WHERE instance_id = ?", (row[0],))
-            db.execute("INSERT INTO jobs (instance_id, state) VALUES (?, ?)",
-                       (row[0], JobState.QUEUED))
+            # A new job id (above every id so far: SQLite reuses the largest id once deleted)
+            # voids the job a worker may still hold for the old content.
+            db.execute("UPDATE jobs SET id = (SELECT MAX(id) + 1 FROM jobs), state = ?,"
+                       " attempts = 0, worker = NULL, claimed_at = NULL, last_error = NULL"
+                       " WHERE instance_id = ?", (JobState.QUEUED, row[0]))
             for study_uid in {str(row[3]), new.study_uid}:
                 _touch_study(db, study_uid, now)
         return Admitted(Admission.REPLACED, Path(str(row[2])))

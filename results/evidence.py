@@ -31,10 +31,18 @@ class ClassifiedImage:
 
     dataset: Dataset
     prediction: Prediction
+    replaced: int = 0  # times a corrected re-send replaced the source (issue 20, defect 8)
 
     @property
     def sop_instance_uid(self) -> str:
         return str(self.dataset.SOPInstanceUID)
+
+    @property
+    def source_key(self) -> str:
+        """What identifies the source's content in derived UIDs: its SOP Instance UID, and
+        how often it was replaced, so a corrected instance gets new result UIDs."""
+        uid = self.sop_instance_uid
+        return f"{uid}#{self.replaced}" if self.replaced else uid
 
 
 def check_images(images: Sequence[ClassifiedImage]) -> None:

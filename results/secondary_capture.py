@@ -59,7 +59,7 @@ def sc_uids(image: ClassifiedImage, identity: GatewayIdentity) -> tuple[UID, UID
     models = models_key(image.prediction)
     series = derive_uid(identity.uid_root, UidKind.SC_SERIES, [study_uid, *models])
     instance = derive_uid(identity.uid_root, UidKind.SC_INSTANCE,
-                          [study_uid, image.sop_instance_uid, *models])
+                          [study_uid, image.source_key, *models])
     return series, instance
 
 

@@ -109,12 +109,13 @@ def sr_uids(images: Sequence[ClassifiedImage], study_prediction: Prediction,
 
     The series depends on the study and the models, so every revision of a
     study's report lands in the same series; the instance also depends on the
-    source images, so a report of a grown study is a new instance.
+    source images (and how often each was replaced by a corrected re-send), so a
+    report of a grown or corrected study is a new instance.
     """
     study_uid = str(images[0].dataset.StudyInstanceUID)
     models = models_key(study_prediction)
     series = derive_uid(identity.uid_root, UidKind.SR_SERIES, [study_uid, *models])
-    sources = sorted(image.sop_instance_uid for image in images)
+    sources = sorted(image.source_key for image in images)
     instance = derive_uid(identity.uid_root, UidKind.SR_INSTANCE, [study_uid, *models, *sources])
     return series, instance
 
@@ -166,7 +167,7 @@ def _with_clean_headers(images: Sequence[ClassifiedImage]) -> list[ClassifiedIma
         if header.notes:
             log.info("image %s: header values left out of the result: %s",
                      image.sop_instance_uid, "; ".join(header.notes))
-        cleaned.append(ClassifiedImage(header.dataset, image.prediction))
+        cleaned.append(ClassifiedImage(header.dataset, image.prediction, image.replaced))
     return cleaned
 
 

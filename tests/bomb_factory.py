@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -33,9 +34,9 @@ CHUNK = 1 << 20
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
 
 
-def bomb_header(rows: int, columns: int, bits: int = 16, **changes: object) -> Dataset:
+def bomb_header(rows: int, columns: int, bits: int = 16, **changes: Any) -> Dataset:
     """A chest CR header (no Pixel Data) announcing ``rows`` x ``columns`` x ``bits``."""
-    ds = make_chest(rows=8, columns=8, bits_stored=bits, pixels=False, **changes)  # type: ignore[arg-type]
+    ds = make_chest(rows=8, columns=8, bits_stored=bits, pixels=False, **changes)
     ds.Rows, ds.Columns = rows, columns
     ds.BitsAllocated = ds.BitsStored = bits
     ds.HighBit, ds.SamplesPerPixel, ds.PixelRepresentation = bits - 1, 1, 0
