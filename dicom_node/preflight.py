@@ -2,6 +2,8 @@
 
 Each problem names the setting and the fix: folders that cannot be created,
 TLS files that do not load, models that are missing when workers are on.
+Warnings (the start goes on): the spool disk below its watermark, and a node
+open to any caller on a network interface.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from config.schema import Settings
+from config.schema import Settings, is_loopback_address
 from dicom_node.errors import StartupError
 from dicom_node.scp import server_ssl_context
 from inference.registry import ModelError, ThresholdMismatch, default_models_dir, load_registry
@@ -33,7 +35,7 @@ def check_environment(settings: Settings) -> tuple[list[str], list[str]]:
         _tls(settings),
         _models(settings),
     ) if p]
-    warnings = [w for w in (_free_space(settings),) if w]
+    warnings = [w for w in (_free_space(settings), _open_to_anyone(settings)) if w]
     return errors, warnings
 
 
@@ -81,3 +83,15 @@ def _free_space(settings: Settings) -> str | None:
         return (f"storage.min_free_mb: only {free_mb} MB free at {folder}, below the watermark "
                 f"{settings.storage.min_free_mb} MB: every C-STORE will be refused (0xA700)")
     return None
+
+
+def _open_to_anyone(settings: Settings) -> str | None:
+    """Any host on the network may store into the gateway: say so loudly (issue 20, 11)."""
+    dicom = settings.dicom
+    if not dicom.accept_any_caller or is_loopback_address(dicom.bind_address):
+        return None
+    return (f"dicom.accept_any_caller is true and dicom.bind_address is {dicom.bind_address}: "
+            "ANY host that reaches this port may open associations and store instances "
+            "(filling the spool and the queue). For testing only: list the PACS in "
+            "dicom.allowed_callers (with host) and set dicom.accept_any_caller: false, or bind "
+            "to 127.0.0.1")
