@@ -22,6 +22,7 @@ from tests.results_rig import Rig, chest_study, models_dir, results_in_orthanc, 
 pytestmark = pytest.mark.slow
 
 DICOM_ROWS = "channel = 'dicom'"
+SR_ROWS = "kind = 'sr'"
 HL7_ROWS = "channel = 'hl7'"
 
 
@@ -58,9 +59,11 @@ def test_pacs_down_and_ris_error_are_retried_then_delivered(tmp_path: Path,
         listener.scripted.extend([Answer.ERROR, Answer.ERROR])
         rig.orthanc.stop()
         study = _store_directly(rig, tmp_path, "ACC-FAULT-1")
-        wait_until(lambda: all(r[4] >= 2 and r[5] for r in rig.outbox(DICOM_ROWS))
-                   and rig.outbox(DICOM_ROWS), 30, "C-STORE attempts fail while Orthanc is down")
+        wait_until(lambda: all(r[4] >= 2 and r[5] for r in rig.outbox(SR_ROWS))
+                   and rig.outbox(SR_ROWS), 30, "C-STORE attempts fail while Orthanc is down")
         assert all(r[3] == "pending" for r in rig.outbox(DICOM_ROWS))
+        assert "connection refused" in rig.outbox(SR_ROWS)[0][5]
+        assert all(r[4] == 0 for r in rig.outbox("kind = 'heatmap'"))  # they wait for the SR
         wait_until(lambda: rig.outbox(HL7_ROWS)[0][3] == "delivered", 30, "ORU accepted")
         assert listener.answers == [Answer.ERROR, Answer.ERROR, Answer.ACCEPT]
         assert len({m.msh.msh_10.to_er7() for m in listener.parsed}) == 1  # same control ID
@@ -112,8 +115,10 @@ def test_kill9_with_results_pending_delivers_once_after_restart(tmp_path: Path,
     try:
         rig.orthanc.stop()
         study = _store_directly(rig, tmp_path, "ACC-FAULT-3")
-        pending = wait_until(lambda: len(rows := rig.outbox("attempts >= 1")) == 3 and rows, 30,
-                             "all three results failing")
+        wait_until(lambda: len(rig.outbox("attempts >= 1")) == 2 and len(rig.outbox()) == 3, 30,
+                   "SR and ORU failing, the heatmap queued")
+        pending = rig.outbox()  # the heatmap waits behind its SR
+        assert [r[1] for r in pending] == ["sr", "oru", "heatmap"]
         assert {r[3] for r in pending} == {"pending"}
         rig.gateway.kill9()
 
