@@ -210,3 +210,36 @@ class socket_port:
 
     def __exit__(self, *args: object) -> None:
         return None
+
+
+def test_outbox_of_an_older_release_gets_the_new_column(tmp_path: Path) -> None:
+    """A journal written before the retry window: opened, migrated, its rows still delivered."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+        db.execute("INSERT INTO outbox (study_uid, revision, kind, object_uid, channel,"
+                   " destination, payload, state, attempts, next_attempt_at, created_at,"
+                   " updated_at) VALUES ('1.2', 1, 'sr', '1.2.3', 'dicom', 'pacs', '/x', 'pending',"
+                   " 3, ?, ?, ?)", (T0, T0, T0))
+    db.close()
+    box = Outbox(path)
+    try:
+        [row] = box.due(T0)
+        assert box.mark_failed(row.id, "refused", POLICY, now=T0) is RowState.PENDING
+        assert box.query("SELECT failing_since, attempts FROM outbox") == [(T0, 4)]
+    finally:
+        box.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY, study_uid TEXT NOT NULL, revision INTEGER NOT NULL,
+    kind TEXT NOT NULL, object_uid TEXT NOT NULL, channel TEXT NOT NULL,
+    destination TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    UNIQUE (channel, destination, object_uid)
+);
+"""
