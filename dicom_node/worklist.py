@@ -41,6 +41,7 @@ from pydicom.dataset import Dataset
 
 from dicom_node.errors import JournalError
 from dicom_node.journal import InstanceState, JobState, Journal
+from inference.results import impression_from_scores
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class StudySummary:
     pneumonia_score: float | None = None  # pneumonia vs TB, same image
     pneumonia_threshold: float | None = None
     notes: tuple[str, ...] = ()  # that image's notes, e.g. "patient age unknown: ..."
+    impression: str | None = None  # inference.results.impression_from_scores, e.g. "TB suspected"
     patient: PatientColumns = field(default_factory=lambda: PatientColumns())
 
 
@@ -222,7 +224,17 @@ def _summary(row: tuple[object, ...]) -> StudySummary:
         deliveries_pending=_int(d_pending), deliveries_delivered=_int(d_delivered),
         deliveries_dead=_int(d_dead), tb_threshold=_float(tb_threshold),
         pneumonia_score=_float(pn_score), pneumonia_threshold=_float(pn_threshold),
-        notes=_notes(notes), patient=patient_columns(Path(str(header_path))))
+        notes=_notes(notes), patient=patient_columns(Path(str(header_path))),
+        impression=_impression(_float(tb_score), _float(tb_threshold), _float(pn_score),
+                               _float(pn_threshold)))
+
+
+def _impression(tb_score: float | None, tb_threshold: float | None, pn_score: float | None,
+                pn_threshold: float | None) -> str | None:
+    """The study's impression by the one rule the SR, ORU and caption use (issue 21 item 5)."""
+    if tb_score is None or tb_threshold is None:
+        return None
+    return impression_from_scores(tb_score, tb_threshold, pn_score, pn_threshold).text
 
 
 def _notes(value: object) -> tuple[str, ...]:

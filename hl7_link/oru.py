@@ -45,7 +45,6 @@ from results.codes import (
     COMMENT,
     FINDING,
     IMPRESSION,
-    IMPRESSION_CODES,
     IMPRESSION_DESCRIPTION,
     NO_UNITS,
     PLAIN_CHEST_XRAY,
@@ -53,6 +52,7 @@ from results.codes import (
     SR_DISCLAIMER,
     THRESHOLD_VALUE,
     classifier_finding,
+    impression_code,
     impression_summary,
 )
 from results.headers import clean_header
@@ -308,7 +308,7 @@ Observation = tuple[ValueType, str, str, str, str]
 
 
 def _observations(facts: StudyFacts, prediction: Prediction) -> Iterator[Observation]:
-    impression = IMPRESSION_CODES[prediction.finding].code
+    impression = impression_code(prediction)
     yield (ValueType.CODED, "", _coded(IMPRESSION.value, IMPRESSION.meaning, "DCM"),
            _coded(impression.value, impression.meaning, impression.scheme_designator), "")
     for sub_id, score in enumerate((prediction.tb_vs_normal, prediction.pneumonia_vs_tb), 1):

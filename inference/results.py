@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,8 +20,20 @@ class Finding(StrEnum):
     """The combined impression of both classifiers (rule in :func:`combine`)."""
 
     TB_SUSPECTED = "tb-suspected"
-    PNEUMONIA_PATTERN = "pneumonia-pattern"
+    PNEUMONIA_PATTERN = "pneumonia-pattern"  # stored by older versions; read as TB suspected
     NO_TB_FINDING = "no-tb-finding"
+
+
+FINDING_TEXT: Final[dict[Finding, str]] = {
+    Finding.TB_SUSPECTED: "TB suspected",
+    Finding.PNEUMONIA_PATTERN: "TB suspected",
+    Finding.NO_TB_FINDING: "No TB finding",
+}
+"""How the impression reads in the SR, the ORU, the Secondary Capture caption and the console."""
+
+PNEUMONIA_NOTE: Final = "pattern also consistent with pneumonia"
+"""The secondary note of a TB-suspected impression whose pneumonia-vs-TB score is at or above
+its threshold: it never replaces "TB suspected" (issue 21 item 5)."""
 
 
 @dataclass(frozen=True)
@@ -53,19 +66,50 @@ class Prediction:
 
 
 def combine(tb_vs_normal: ClassifierScore, pneumonia_vs_tb: ClassifierScore) -> Finding:
-    """The documented rule that turns both scores into one impression.
+    """The combined finding of both classifiers (:func:`impression_from_scores`)."""
+    return impression(tb_vs_normal, pneumonia_vs_tb).finding
+
+
+@dataclass(frozen=True)
+class Impression:
+    """The combined impression as every output states it: the finding and its note."""
+
+    finding: Finding
+    note: str | None = None  # PNEUMONIA_NOTE or None
+
+    @property
+    def text(self) -> str:
+        """E.g. "TB suspected; pattern also consistent with pneumonia"."""
+        head = FINDING_TEXT[self.finding]
+        return f"{head}; {self.note}" if self.note else head
+
+
+def impression(tb_vs_normal: ClassifierScore, pneumonia_vs_tb: ClassifierScore) -> Impression:
+    """The impression of a prediction's two scores (:func:`impression_from_scores`).
+
+    Computed from the scores, so results stored by an older version (finding
+    ``pneumonia-pattern``) read the same way as new ones."""
+    return impression_from_scores(tb_vs_normal.score, tb_vs_normal.threshold,
+                                  pneumonia_vs_tb.score, pneumonia_vs_tb.threshold)
+
+
+def impression_from_scores(tb_score: float, tb_threshold: float, pn_score: float | None,
+                           pn_threshold: float | None) -> Impression:
+    """The one rule for the SR, the ORU, the Secondary Capture caption and the console.
 
     * TB-vs-normal below its threshold: no TB finding.
-    * TB-vs-normal at/above its threshold and pneumonia-vs-TB below its
-      threshold (favours TB): TB suspected.
-    * TB-vs-normal at/above its threshold and pneumonia-vs-TB at/above its
-      threshold (favours pneumonia): pneumonia pattern.
+    * TB-vs-normal at/above its threshold: TB suspected, whatever
+      pneumonia-vs-TB says; when pneumonia-vs-TB is at/above its threshold too,
+      the note "pattern also consistent with pneumonia" is added. In TB triage
+      anything above the TB threshold needs a TB test; on radiographs from other
+      hospitals the pneumonia-vs-TB classifier called about a quarter of the TB
+      cases above the TB threshold "pneumonia" (issue 21 item 5), so it may only
+      add a note, never take the TB finding away.
     """
-    if not tb_vs_normal.positive:
-        return Finding.NO_TB_FINDING
-    if pneumonia_vs_tb.positive:
-        return Finding.PNEUMONIA_PATTERN
-    return Finding.TB_SUSPECTED
+    if tb_score < tb_threshold:
+        return Impression(Finding.NO_TB_FINDING)
+    positive = pn_score is not None and pn_threshold is not None and pn_score >= pn_threshold
+    return Impression(Finding.TB_SUSPECTED, PNEUMONIA_NOTE if positive else None)
 
 
 def score_to_dict(s: ClassifierScore) -> dict[str, object]:
@@ -80,8 +124,10 @@ def score_to_dict(s: ClassifierScore) -> dict[str, object]:
 
 def prediction_to_dict(p: Prediction) -> dict[str, object]:
     """JSON-ready form of a prediction (without the heatmap array)."""
+    said = impression(p.tb_vs_normal, p.pneumonia_vs_tb)
     return {
-        "finding": p.finding.value,
+        "finding": said.finding.value,
+        "impression": said.text,
         "tb_vs_normal": score_to_dict(p.tb_vs_normal),
         "pneumonia_vs_tb": score_to_dict(p.pneumonia_vs_tb),
         "notes": list(p.notes),

@@ -16,7 +16,14 @@ from typing import Final
 
 from pydicom.sr.coding import Code
 
-from inference.results import ClassifierScore, Finding, Prediction
+from inference.results import (
+    FINDING_TEXT,
+    PNEUMONIA_NOTE,
+    ClassifierScore,
+    Finding,
+    Prediction,
+    impression,
+)
 
 
 class FindingCode(Enum):
@@ -82,23 +89,20 @@ LABEL_CODES: Final[dict[str, FindingCode]] = {
 
 IMPRESSION_CODES: Final[dict[Finding, FindingCode]] = {
     Finding.TB_SUSPECTED: FindingCode.TUBERCULOSIS,
-    Finding.PNEUMONIA_PATTERN: FindingCode.PNEUMONIA,
+    Finding.PNEUMONIA_PATTERN: FindingCode.TUBERCULOSIS,  # stored by older versions
     Finding.NO_TB_FINDING: FindingCode.NO_ABNORMALITY_DETECTED,
 }
-"""The combined impression (:func:`inference.results.combine`) to its SNOMED CT concept."""
+"""The combined impression (:func:`inference.results.impression`) to its SNOMED CT concept."""
 
-IMPRESSION_TEXT: Final[dict[Finding, str]] = {
-    Finding.TB_SUSPECTED: "TB suspected",
-    Finding.PNEUMONIA_PATTERN: "Pneumonia pattern",
-    Finding.NO_TB_FINDING: "No TB finding",
-}
-"""How the combined impression reads in captions and text."""
+IMPRESSION_TEXT: Final[dict[Finding, str]] = FINDING_TEXT
+"""How the combined finding reads in captions and text (the note is added by
+:attr:`inference.results.Impression.text`)."""
 
 COMBINATION_RULE: Final = (
-    "TB suspected when TB-vs-normal is at or above its threshold and pneumonia-vs-TB is "
-    "below its threshold (favours TB); pneumonia pattern when both are at or above their "
-    "thresholds; no TB finding when TB-vs-normal is below its threshold. Study level: the "
-    "image with the highest TB-vs-normal score represents the study."
+    "TB suspected when TB-vs-normal is at or above its threshold, whatever pneumonia-vs-TB "
+    f"says; if pneumonia-vs-TB is at or above its threshold too, the note '{PNEUMONIA_NOTE}' "
+    "is added (a TB test is still indicated); no TB finding when TB-vs-normal is below its "
+    "threshold. Study level: the image with the highest TB-vs-normal score represents the study."
 )
 """The documented rule of :func:`inference.results.combine`, stated in every report."""
 
@@ -131,9 +135,16 @@ def classifier_finding(score: ClassifierScore) -> FindingCode:
     return label_code(score.positive_label if score.positive else score.negative_label)
 
 
+def impression_code(prediction: Prediction) -> Code:
+    """The SNOMED CT concept of the prediction's impression (:func:`inference.results.impression`)."""
+    said = impression(prediction.tb_vs_normal, prediction.pneumonia_vs_tb)
+    return IMPRESSION_CODES[said.finding].code
+
+
 def impression_summary(prediction: Prediction) -> str:
     """One paragraph a radiologist can read: impression, each score against its threshold."""
-    parts = [f"Impression: {IMPRESSION_TEXT[prediction.finding]}."]
+    said = impression(prediction.tb_vs_normal, prediction.pneumonia_vs_tb)
+    parts = [f"Impression: {said.text}."]
     for score in (prediction.tb_vs_normal, prediction.pneumonia_vs_tb):
         parts.append(f"{score.classifier} ({score.model_name} {score.model_version}): "
                      f"probability {score.score:.3f}, threshold {score.threshold:.3f}, "

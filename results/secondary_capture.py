@@ -30,8 +30,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from inference.own_outputs import HEATMAP_SERIES_DESCRIPTION
 from inference.pixels import dicom_to_gray
-from inference.results import ClassifierScore, Prediction
-from results.codes import IMPRESSION_TEXT, SC_DISCLAIMER, SOURCE_IMAGE_FOR_PROCESSING
+from inference.results import ClassifierScore, Prediction, impression
+from results.codes import SC_DISCLAIMER, SOURCE_IMAGE_FOR_PROCESSING
 from results.evidence import ClassifiedImage, ResultBuildError, check_images
 from results.headers import clean_header
 from results.identity import GatewayIdentity, UidKind, algorithm_equipment, derive_uid, models_key
@@ -66,7 +66,7 @@ def sc_uids(image: ClassifiedImage, identity: GatewayIdentity) -> tuple[UID, UID
 def caption_lines(prediction: Prediction) -> list[str]:
     """What is burned into the picture: finding, scores against thresholds, models, disclaimer."""
     return [
-        f"AI finding: {IMPRESSION_TEXT[prediction.finding]}",
+        f"AI finding: {impression(prediction.tb_vs_normal, prediction.pneumonia_vs_tb).text}",
         _score_line("TB vs normal", prediction.tb_vs_normal),
         _score_line("Pneumonia vs TB", prediction.pneumonia_vs_tb),
         *heatmap_lines(prediction.tb_vs_normal),

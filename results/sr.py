@@ -68,7 +68,6 @@ from results.codes import (
     COMMENT,
     IMAGING_MEASUREMENT_REPORT,
     IMPRESSION,
-    IMPRESSION_CODES,
     IMPRESSION_DESCRIPTION,
     NO_UNITS,
     PLAIN_CHEST_XRAY,
@@ -76,6 +75,7 @@ from results.codes import (
     QUALITATIVE_EVALUATIONS,
     SR_DISCLAIMER,
     THRESHOLD_VALUE,
+    impression_code,
     impression_summary,
 )
 from results.evidence import ClassifiedImage, check_images
@@ -232,7 +232,7 @@ def _group(label: str, sources: Sequence[Dataset], prediction: Prediction,
     tracking_uid = derive_uid(identity.uid_root, UidKind.TRACKING,
                               [study_uid, label, *models_key(prediction)])
     measurements = [m for score in _scores(prediction) for m in _score_measurements(score)]
-    finding = QualitativeEvaluation(IMPRESSION, IMPRESSION_CODES[prediction.finding].code)
+    finding = QualitativeEvaluation(IMPRESSION, impression_code(prediction))
     return MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=label),
         algorithm_id=_combined_algorithm(prediction, identity),
@@ -280,7 +280,7 @@ def _report_evaluations(prediction: Prediction) -> ContainerContentItem:
     container = ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
                                      relationship_type=RelationshipTypeValues.CONTAINS)
     container.ContentSequence = ContentSequence([
-        CodeContentItem(name=IMPRESSION, value=IMPRESSION_CODES[prediction.finding].code,
+        CodeContentItem(name=IMPRESSION, value=impression_code(prediction),
                         relationship_type=RelationshipTypeValues.CONTAINS),
         TextContentItem(name=IMPRESSION_DESCRIPTION, value=impression_summary(prediction),
                         relationship_type=RelationshipTypeValues.CONTAINS),

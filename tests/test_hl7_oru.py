@@ -109,7 +109,7 @@ def test_obr_carries_accession_procedure_times_and_preliminary_status() -> None:
 def test_obx_rows_report_each_classifier_and_the_impression() -> None:
     message = _parse(build_oru(_facts(), prediction(0.873215, 0.9), ENDPOINTS, CONTROL_ID, NOW))
     rows = _obx_rows(message)
-    assert rows[0][:4] == ["CWE", "121073^Impression^DCM", "", "233604007^Pneumonia^SCT"]
+    assert rows[0][:4] == ["CWE", "121073^Impression^DCM", "", "56717001^Tuberculosis^SCT"]
     tb = [r for r in rows if r[2] == "1"]
     assert [r[0] for r in tb] == ["CWE", "NM", "NM", "ST", "ST"]
     assert tb[0][3] == "56717001^Tuberculosis^SCT"  # TB vs normal above its threshold

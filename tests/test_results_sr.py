@@ -133,7 +133,8 @@ def test_one_group_per_image_and_one_for_the_study(tmp_path: Path) -> None:
     groups = _groups(_write(images, tmp_path))
     assert len(groups) == 4
     expected = [FindingCode.TUBERCULOSIS, FindingCode.NO_ABNORMALITY_DETECTED,
-                FindingCode.PNEUMONIA, FindingCode.TUBERCULOSIS]  # study: images[0]'s prediction
+                FindingCode.TUBERCULOSIS,  # TB above threshold: TB, pneumonia only a note
+                FindingCode.TUBERCULOSIS]  # study: images[0]'s prediction
     for group, code in zip(groups, expected, strict=True):
         assert _impressions(group) == [(code.code.value, "SCT")]
     for image, group in zip(images, groups, strict=False):
@@ -166,16 +167,17 @@ def test_report_states_impression_rule_and_disclaimer(tmp_path: Path) -> None:
     container = next(item for item in ds.ContentSequence
                      if item.ConceptNameCodeSequence[0].CodeValue == "C0034375")
     impression = next(item for item in container.ContentSequence if item.ValueType == "CODE")
-    assert impression.ConceptCodeSequence[0].CodeValue == FindingCode.PNEUMONIA.code.value
+    assert impression.ConceptCodeSequence[0].CodeValue == FindingCode.TUBERCULOSIS.code.value
     assert _text(container, "Comment") == [SR_DISCLAIMER]
     summary = _text(container, "Impression Description")[0]
-    assert "Pneumonia pattern" in summary and COMBINATION_RULE in summary
+    assert "Impression: TB suspected; pattern also consistent with pneumonia." in summary
+    assert COMBINATION_RULE in summary
     assert "probability 0.900, threshold 0.420" in summary
 
 
 @pytest.mark.parametrize(("tb", "pn", "finding", "code"), [
     (0.9, 0.1, Finding.TB_SUSPECTED, FindingCode.TUBERCULOSIS),
-    (0.9, 0.8, Finding.PNEUMONIA_PATTERN, FindingCode.PNEUMONIA),
+    (0.9, 0.8, Finding.TB_SUSPECTED, FindingCode.TUBERCULOSIS),  # issue 21 item 5
     (0.1, 0.9, Finding.NO_TB_FINDING, FindingCode.NO_ABNORMALITY_DETECTED),
 ])
 def test_each_finding_is_coded(tmp_path: Path, tb: float, pn: float, finding: Finding,

@@ -4,7 +4,7 @@
 
 const FINDINGS = {
   "tb-suspected": "TB suspected",
-  "pneumonia-pattern": "Pneumonia pattern (TB classifier positive, pneumonia favoured)",
+  "pneumonia-pattern": "TB suspected",  // stored by older versions; the server's impression rules
   "no-tb-finding": "No TB finding",
 };
 const CLASSIFIERS = [["tb_vs_normal", "TB vs normal"], ["pneumonia_vs_tb", "Pneumonia vs TB"]];
@@ -42,7 +42,7 @@ const when = (t) => new Date(t * 1000).toLocaleString();
 // ---- upload page
 function showPrediction(result) {
   const finding = document.getElementById("finding");
-  finding.textContent = FINDINGS[result.finding] || result.finding;
+  finding.textContent = result.impression || FINDINGS[result.finding] || result.finding;
   finding.className = "finding " + result.finding;
   document.getElementById("image").src = result.image_url;
   document.getElementById("heatmap").src = result.heatmap_url || "";
@@ -128,7 +128,7 @@ function retryButton(study) {
 }
 
 function impressionCell(study) {
-  const cell = el("td", FINDINGS[study.finding] || "", "impression");
+  const cell = el("td", study.impression || FINDINGS[study.finding] || "", "impression");
   for (const note of study.notes || []) cell.append(el("div", note, "note"));
   return cell;
 }
@@ -177,7 +177,7 @@ function imageRow(image) {
   const result = image.result;
   const row = el("tr");
   row.append(el("td", image.sop_instance_uid, "uid"), el("td", image.state),
-    el("td", result ? [FINDINGS[result.finding], ...(result.notes || [])].join("; ") : image.reason || ""),
+    el("td", result ? [result.impression || FINDINGS[result.finding], ...(result.notes || [])].join("; ") : image.reason || ""),
     el("td", result ? against(result.tb_vs_normal.score, result.tb_vs_normal.threshold) : ""));
   const link = el("td");
   if (image.heatmap_url) {
@@ -207,7 +207,7 @@ async function loadDetail(uid) {
     box.replaceChildren(el("h3", "Study " + uid));
     if (body.result) {
       const tb = body.result.tb_vs_normal;
-      box.append(el("p", `${FINDINGS[body.result.finding]}; TB score ${against(tb.score, tb.threshold)}, ` +
+      box.append(el("p", `${body.result.impression || FINDINGS[body.result.finding]}; TB score ${against(tb.score, tb.threshold)}, ` +
         `${tb.model} ${tb.version}`));
       for (const note of body.result.notes || []) box.append(el("p", note, "note"));
     }
