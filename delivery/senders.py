@@ -61,6 +61,7 @@ class _AssociationWatch:
 
     connected: bool = False
     answers: list[object] | None = None
+    elapsed_s: float = 0.0
 
     def handlers(self) -> list[evt.EventHandlerType]:
         self.answers = []
@@ -125,15 +126,20 @@ class DicomStoreSender:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         ae.connection_timeout = self.timeout_s
         watch = _AssociationWatch()
+        start = time.monotonic()
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
                              evt_handlers=watch.handlers())
         if not assoc.is_established:
+            watch.elapsed_s = time.monotonic() - start
             raise self._not_established(peer, watch, sop_class, assoc)
         return assoc
 
     def _not_established(self, peer: DicomDestination, watch: _AssociationWatch,
                          sop_class: UID, assoc: Association) -> DeliveryError:
         where = _where(peer)
+        if not watch.connected and watch.elapsed_s >= self.timeout_s:
+            return DeliveryError(Failure.TIMEOUT, where, f"the TCP connection was not accepted "
+                                 f"within {self.timeout_s:g} s (delivery.store_timeout_s)")
         if not watch.connected:
             try:  # pynetdicom only logs why the TCP connect failed: ask the socket once more
                 check_connect(peer.host, peer.port, self.timeout_s, where)
