@@ -17,8 +17,15 @@ it leaves the builder. Segments::
          (scores and rule), TX Comment (the disclaimer), a TX Comment per note of the
          result ("patient age unknown: intended use ... not confirmed")
 
-Every text taken from outside (names, IDs, labels, free text) is escaped
-(:mod:`hl7_link.escaping`), so ``| ^ ~ \\ &`` in a patient name cannot break the message.
+A study the AI did not analyse gets :func:`build_not_analysed_oru`: OBR-25 ``I``
+and OBX rows (TX Impression "not analysed: <reason>", ST Study Instance UID, TX
+Comment) with OBX-11 ``X`` (:class:`NotAnalysedStatus`).
+
+Every text taken from outside (names, IDs, labels, free text) is escaped and
+stripped of control characters (:mod:`hl7_link.escaping`), so ``| ^ ~ \\ &`` or
+0x1C in a patient name cannot break the message; patient and study values come
+from the cleaned header (:mod:`results.headers`), so an invalid birth date or
+study time leaves its field empty instead of failing validation.
 """
 
 from __future__ import annotations

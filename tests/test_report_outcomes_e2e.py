@@ -163,3 +163,27 @@ def test_control_characters_in_patient_data_reach_the_ris_framed(rig: Rig,
     obr = message.oru_r01_patient_result.oru_r01_order_observation.obr
     assert unescape(obr.obr_2.to_er7()) == "ACC|CTRL"
     wait_until(lambda: results_in_orthanc(rig.orthanc, study).get("SR"), 60, "SR in Orthanc")
+
+
+REAL_CHEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom" / "chest"
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["cr-mono1-10bit-no-file-meta.dcm", "dx-implicit-vr-8bit.dcm"])
+def test_real_samples_once_retried_forever_are_reported(rig: Rig, name: str,
+                                                         tmp_path: Path) -> None:
+    path = REAL_CHEST / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present (the real data of /work/shared/data/README.md)")
+    study = str(pydicom.dcmread(path, force=True, stop_before_pixels=True).StudyInstanceUID)
+    _send(rig, [path])
+    found = wait_until(lambda: results_in_orthanc(rig.orthanc, study).get("SR"), 120,
+                       f"SR of {name} in Orthanc")
+    sr_path = rig.orthanc.download(found[0]["ID"], tmp_path / "sr.dcm")
+    report = dciodvfy(sr_path)
+    assert report.errors == (), report.output
+    message = parse_message(_oru_of(rig, study), validation_level=VALIDATION_LEVEL.STRICT)
+    assert message.validate()
+    failed = rig.gateway.rows("SELECT report_failed_revision, report_attempts FROM studies"
+                              " WHERE study_uid = ?", (study,))
+    assert failed == [(0, 0)]
