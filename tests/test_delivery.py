@@ -243,3 +243,19 @@ CREATE TABLE outbox (
     UNIQUE (channel, destination, object_uid)
 );
 """
+
+
+def test_default_policy_rides_out_a_maintenance_window(outbox: Outbox) -> None:
+    """Issue 20 defect 9: with the defaults, an 8-hour outage leaves the row pending (it used to
+    be dead after 8 attempts, about 11 minutes); only failing past 24 hours dead-letters it."""
+    policy = DeliveryPolicy()
+    outbox.enqueue([_item()], now=T0)
+    now, attempts = T0, 0
+    while now < T0 + 8 * 3600:
+        [row] = outbox.due(now)
+        assert outbox.mark_failed(row.id, "connection refused", policy, now) is RowState.PENDING
+        attempts += 1
+        now = outbox.rows()[0].next_attempt_at
+    assert attempts > 8 and now - T0 <= 8 * 3600 + policy.backoff_max_s
+    [row] = outbox.due(T0 + 86400)  # the last attempt falls on the end of the window
+    assert outbox.mark_failed(row.id, "connection refused", policy, T0 + 86400) is RowState.DEAD
