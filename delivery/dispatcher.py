@@ -102,9 +102,13 @@ class Lane(threading.Thread):
     def _failed(self, row: OutboxRow, error: str, failure: Failure, now: float | None) -> None:
         state = self.outbox.mark_failed(row.id, error, self.policy, _now(now))
         dead = state is RowState.DEAD
-        log.log(logging.ERROR if dead else logging.WARNING,
-                "delivery of %s %s to %s failed (attempt %d): %s%s", row.kind, row.object_uid,
-                self.label, row.attempts + 1, error, "; dead-lettered" if dead else "")
+        # while a destination is known to be down, its rows' failures are expected: INFO, so a
+        # day-long outage does not flood the log (the outage itself is a WARNING, once)
+        quiet = self.unreachable and failure.unreachable
+        level = logging.ERROR if dead else logging.INFO if quiet else logging.WARNING
+        log.log(level, "delivery of %s %s to %s failed (attempt %d): %s%s", row.kind,
+                row.object_uid, self.label, row.attempts + 1, error,
+                "; dead-lettered" if dead else "")
         if failure.unreachable:
             if not self.unreachable:
                 log.warning("delivery %s: destination unreachable (%s); checking it every %g s",
