@@ -24,7 +24,7 @@ from dicom_node.aggregation import (
     build_not_analysed,
 )
 from dicom_node.journal import Journal
-from dicom_node.worklist import StudyStatus, study_summary
+from dicom_node.worklist import StudyQuery, StudyStatus, list_studies, study_summary
 from tests.dicom_factory import make_chest
 from tests.results_support import IDENTITY
 from tests.test_worker_aggregation import ScriptedPredictor, drain, receive
@@ -87,6 +87,8 @@ def test_unbuildable_report_ends_report_failed_after_max_attempts(
     summary = study_summary(journal, STUDY)
     assert summary is not None and summary.status is StudyStatus.REPORT_FAILED
     assert summary.reason == failure.reason
+    page, total = list_studies(journal, StudyQuery(status=StudyStatus.REPORT_FAILED))
+    assert ([s.study_uid for s in page], total) == ([STUDY], 1)  # the console's status filter
 
 
 def test_retry_reports_and_a_grown_study_try_again(journal: Journal, tmp_path: Path) -> None:
