@@ -180,7 +180,6 @@ class ReportFailure:
     revision: int
     attempts: int
     reason: str
-    updated_at: float | None
 
 
 class Journal(SqliteDatabase):
@@ -378,18 +377,18 @@ class Journal(SqliteDatabase):
             attempts = int(db.execute("SELECT report_attempts FROM studies WHERE study_uid = ?",
                                       (study_uid,)).fetchone()[0])
             if attempts >= max_attempts:
-                db.execute("UPDATE studies SET report_failed_revision = ?, reported_at = ?"
-                           " WHERE study_uid = ?", (revision, time.time(), study_uid))
+                db.execute("UPDATE studies SET report_failed_revision = ? WHERE study_uid = ?",
+                           (revision, study_uid))
         return attempts, attempts >= max_attempts
 
     def report_failures(self, limit: int = 50) -> list[ReportFailure]:
         """Studies whose current revision was given up, most recent first."""
         rows = self.query(
-            "SELECT study_uid, revision, report_attempts, report_error, reported_at FROM studies"
+            "SELECT study_uid, revision, report_attempts, report_error FROM studies"
             " WHERE report_failed_revision > 0 AND report_failed_revision >= revision"
-            " ORDER BY reported_at DESC LIMIT ?", (limit,))
-        return [ReportFailure(str(r[0]), int(str(r[1])), int(str(r[2])), str(r[3] or ""),
-                              None if r[4] is None else float(str(r[4]))) for r in rows]
+            " ORDER BY report_retry_at DESC LIMIT ?", (limit,))
+        return [ReportFailure(str(r[0]), int(str(r[1])), int(str(r[2])), str(r[3] or ""))
+                for r in rows]
 
     def retry_reports(self, study_uids: list[str] | None = None) -> int:
         """Make given-up studies (all, or those listed) due again; returns how many."""
