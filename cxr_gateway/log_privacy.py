@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import traceback
 from importlib.metadata import packages_distributions
 from types import TracebackType
 from typing import Final
+
+log = logging.getLogger(__name__)
 
 DISTRIBUTION: Final = "cxr-gateway"
 WITHHELD: Final = "text withheld: third-party messages may quote DICOM or HL7 header values"
@@ -159,9 +162,20 @@ def _cut(text: str, withheld: list[str]) -> str:
     return text
 
 
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """Uncaught exceptions of threads (pynetdicom's among them) go through the filter too."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    log.error("uncaught exception in %s", name,
+                       exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
 def install(handlers: list[logging.Handler] | None = None) -> PrivacyFilter:
-    """Route Python warnings to ``logging`` and filter every root handler (or ``handlers``)."""
+    """Route Python warnings and uncaught thread exceptions to ``logging``, and filter every
+    root handler (or ``handlers``)."""
     logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
     privacy = PrivacyFilter()
     for handler in logging.getLogger().handlers if handlers is None else handlers:
         handler.addFilter(privacy)

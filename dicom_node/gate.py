@@ -53,6 +53,10 @@ class GatedRequestHandler(RequestHandler):
         """Run the association as ``RequestHandler.handle`` does, and wait for its end."""
         ticket.phase = "A-ASSOCIATE-RQ"
         assoc = self._create_association()
+        # Until established, pynetdicom's own wait for the A-ASSOCIATE-RQ (and its ARTIM timer)
+        # ends with the deadline too, so a closed or expired connection's thread ends with it.
+        left = ticket.opened + self.server.admission.limits.deadline_s - time.monotonic()
+        assoc.acse_timeout = max(min(self.ae.acse_timeout or left, left), 0.1)
         self.server.track(assoc, ticket)
         try:
             evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
@@ -60,6 +64,7 @@ class GatedRequestHandler(RequestHandler):
             assoc.join()
         finally:
             self.server.untrack(assoc)
+            _stop_transport(assoc, ticket)
 
     def _handshake(self, context: ssl.SSLContext, ticket: Ticket) -> bool:
         """TLS server handshake (PS3.15 B.1) within what is left of the deadline."""
@@ -94,7 +99,8 @@ class GatedServer(ThreadedAssociationServer):
         self.tls = tls  # used by each connection's thread, never by the accept loop
         self._tickets: dict[Association, Ticket] = {}
         self._tickets_lock = threading.Lock()
-        handlers = [*(evt_handlers or []), (evt.EVT_ESTABLISHED, self._on_established)]
+        handlers = [*(evt_handlers or []), (evt.EVT_ESTABLISHED, self._on_established),
+                    (evt.EVT_CONN_CLOSE, self._on_closed)]
         super().__init__(ae, address, ae_title, contexts, None, evt_handlers=handlers,
                          request_handler=GatedRequestHandler)
 
@@ -112,6 +118,14 @@ class GatedServer(ThreadedAssociationServer):
             ticket = self._tickets.get(event.assoc)
         if ticket is not None:
             self.admission.established(ticket)
+        event.assoc.acse_timeout = self.ae.acse_timeout  # dicom.timeouts.acse from now on
+
+    def _on_closed(self, event: Event) -> None:
+        """``EVT_CONN_CLOSE``: the slot is free now, not when pynetdicom's thread ends."""
+        with self._tickets_lock:
+            ticket = self._tickets.get(event.assoc)
+        if ticket is not None:
+            self.admission.release(ticket)
 
 
 def serve_gated(ae: AE, address: tuple[str, int], handlers: list[evt.EventHandlerType],
@@ -126,6 +140,21 @@ def serve_gated(ae: AE, address: tuple[str, int], handlers: list[evt.EventHandle
     thread.start()
     ae._servers.append(server)  # as start_server does: AE.shutdown and server.shutdown use it
     return server
+
+
+def _stop_transport(assoc: Association, ticket: Ticket) -> None:
+    """After the association's thread ended, however it ended: no DUL thread, no connection.
+
+    pynetdicom's association thread can die of an exception on malformed
+    P-DATA (seen with fuzzed PDUs); its DUL thread would then poll on forever.
+    """
+    if assoc.dul.is_alive():
+        log.warning("association with %s ended abnormally; closing its connection", ticket.host)
+        assoc.dul.kill_dul()
+        try:
+            ticket.control.shutdown(socket.SHUT_RDWR)
+        except OSError as err:  # closed already
+            log.debug("closing the connection from %s: %s", ticket.host, err)
 
 
 def _close(sock: socket.socket) -> None:

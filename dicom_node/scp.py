@@ -26,15 +26,16 @@ from dicom_node.policy import AssociationPolicy
 
 log = logging.getLogger(__name__)
 
-PYNETDICOM_LIMIT_FACTOR: Final = 4
+PYNETDICOM_THREAD_CEILING: Final = 1000
 
 
 def build_ae(dicom: DicomSettings) -> AE:
     """The Application Entity with timeouts, limits and supported contexts."""
     ae = AE(ae_title=dicom.ae_title)
-    # Admission (dicom_node/admission.py) enforces dicom.max_associations; pynetdicom's own
-    # count also sees threads of connections already closed and ending, so it gets headroom.
-    ae.maximum_associations = dicom.max_associations * PYNETDICOM_LIMIT_FACTOR
+    # Admission (dicom_node/admission.py) enforces dicom.max_associations. pynetdicom's own
+    # count is of threads, and the thread of a connection closed before its A-ASSOCIATE-RQ
+    # lives on until the establishment deadline: its limit is only a ceiling on threads.
+    ae.maximum_associations = max(PYNETDICOM_THREAD_CEILING, dicom.max_associations)
     ae.acse_timeout = dicom.timeouts.acse
     ae.dimse_timeout = dicom.timeouts.dimse
     ae.network_timeout = dicom.timeouts.network
