@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
 from dicom_node.errors import JournalError
 from dicom_node.journal import InstanceRecord, InstanceState, Journal
 from dicom_node.worker import load_heatmap, prediction_from_json
 from inference.own_outputs import gateway_mark
-from inference.pixels import PixelError, load_dicom
 from inference.results import Prediction
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class StudyResult:
 
 SKIPPED_PREFIX: Final = "skipped: "
 NOT_ANALYSED: Final = "not analysed"
+HEADER_ONLY_BYTES: Final = 4096
+"""Values longer than this (Pixel Data) are not read when only the header is needed."""
 
 
 @dataclass(frozen=True)
@@ -175,11 +179,12 @@ def build_not_analysed(study_uid: str, revision: int,
 
 
 def _is_foreign_image(path: Path) -> bool:
+    """An image (it has Pixel Data) not written by this gateway; pixels are not read."""
     try:
-        ds = load_dicom(path)
-    except (PixelError, OSError):
+        ds = dcmread(path, force=True, defer_size=HEADER_ONLY_BYTES)
+        return "PixelData" in ds and gateway_mark(ds) is None
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError):
         return False
-    return "PixelData" in ds and gateway_mark(ds) is None
 
 
 def describe_failure(err: Exception) -> str:
@@ -193,8 +198,10 @@ class Aggregator(threading.Thread):
 
     def __init__(self, journal: Journal, sink: ResultSink, quiet_period_s: float,
                  stop: threading.Event, poll_s: float = 1.0,
-                 policy: ReportPolicy | None = None) -> None:
+                 policy: ReportPolicy | None = None,
+                 pause: Callable[[], object] | None = None) -> None:
         super().__init__(name="aggregator", daemon=True)
+        self.pause = pause  # before each study: give way to intake (IntakeActivity.wait_quiet)
         self.journal = journal
         self.sink = sink
         self.quiet_period_s = quiet_period_s
@@ -213,6 +220,8 @@ class Aggregator(threading.Thread):
         """Report every due study; returns how many were handed to the sink."""
         handed = 0
         for study_uid, revision in self.journal.due_studies(self.quiet_period_s, now):
+            if self.pause is not None:
+                self.pause()
             deliver = self._delivery(study_uid, revision)
             if deliver is not None and not self._hand_over(study_uid, revision, deliver, now):
                 continue
