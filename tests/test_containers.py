@@ -89,29 +89,32 @@ def _docker_client() -> str:
     pytest.skip("no docker client: install docker.io (bin/setup --dev)")
 
 
-def _daemon_answers(docker: str) -> bool:
-    return _run([docker, "info"], timeout=30, check=False).returncode == 0
+def _daemon_problem(docker: str) -> str | None:
+    """None when a daemon answers, else what ``docker info`` said."""
+    done = _run([docker, "info"], timeout=30, check=False)
+    return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no answer"])[-1]
 
 
 @pytest.fixture(scope="module")
 def docker() -> Iterator[str]:
     """The docker client, with a daemon answering; starts ``dockerd`` (and stops it) if needed."""
     client = _docker_client()
-    if _daemon_answers(client):
+    problem = _daemon_problem(client)
+    if problem is None:
         yield client
         return
     daemon = shutil.which("dockerd")
     if daemon is None:
         pytest.skip("dockerd not installed: Debian package docker.io (bin/setup --dev)")
     if os.geteuid() != 0:
-        pytest.skip("no Docker daemon answers and dockerd needs root: start it (systemctl start "
-                    "docker) and add this user to the docker group")
+        pytest.skip(f"no Docker daemon for this user ({problem}) and dockerd needs root: start "
+                    "it (systemctl start docker) and add this user to the docker group")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with (ARTIFACTS / "dockerd.log").open("ab") as log:
         proc = subprocess.Popen([daemon], stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     deadline = time.monotonic() + DAEMON_START_S
-    while not _daemon_answers(client):
+    while _daemon_problem(client) is not None:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             tail = (ARTIFACTS / "dockerd.log").read_text(errors="replace")[-1500:]
@@ -317,12 +320,14 @@ def test_gateway_image_is_small_non_root_and_without_tensorflow(
     probe = config["Healthcheck"]["Test"]
     probe_python = next(arg for arg in probe if arg.endswith("/python"))
     assert "/readyz" in probe[-1]
-    check = ("import importlib.util as u, os; "
+    check = ("import importlib.util as u, os, pathlib; "
              "print(u.find_spec('tensorflow') is None, u.find_spec('ai_edge_litert') is not None, "
-             "os.getuid())")
+             "os.getuid(), len(list(pathlib.Path('/app/models').rglob('*.tflite'))) > 0, "
+             "len(list(pathlib.Path('/app/models').rglob('*.keras'))))")
     out = _run([docker, "run", "--rm", "--read-only", "--network", "none", "--entrypoint",
                 probe_python, GATEWAY_IMAGE, "-c", check], timeout=120).stdout.split()
-    assert out == ["True", "True", "10001"], out  # no TensorFlow, LiteRT, not root
+    # no TensorFlow, LiteRT, not root, the shipped networks, no training-only Keras weights
+    assert out == ["True", "True", "10001", "True", "0"], out
 
 
 def test_pacs_round_trip_through_the_stack(stack: Stack, tmp_path: Path) -> None:
