@@ -35,6 +35,10 @@ def test_api_description_needs_the_token(tmp_path: Path) -> None:
             spec = client.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
             assert "/api/v1/predict" in spec.json()["paths"]
             assert "/openapi.json" not in spec.json()["paths"]
+            shown = client.get("/api/v1/config", headers={"Authorization": f"Bearer {TOKEN}"})
+            dicom = shown.json()["dicom"]  # the admission limits in force, defaults resolved
+            assert (dicom["max_associations_per_host"], dicom["reserved_associations"],
+                    dicom["establishment_timeout_s"]) == (5, 2, 10.0)
     finally:
         journal.close()
 

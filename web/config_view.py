@@ -28,6 +28,8 @@ def _dicom(settings: Settings) -> dict[str, Any]:
         "check_called_ae": d.check_called_ae, "accept_any_caller": d.accept_any_caller,
         "allowed_callers": [{"ae_title": c.ae_title, "host": c.host} for c in d.allowed_callers],
         "max_associations": d.max_associations,
+        "max_associations_per_host": d.per_host_limit, "reserved_associations": d.reserved_slots,
+        "establishment_timeout_s": d.timeouts.establishment,
         "tls": {"enabled": d.tls.enabled, "require_client_cert": d.tls.require_client_cert,
                 "cert_file": None if d.tls.cert_file is None else str(d.tls.cert_file),
                 "key_file_set": d.tls.key_file is not None},
