@@ -6,16 +6,26 @@ Not a test: run ``.venv/bin/python benchmarks/ingest.py [--images 200] [--size 2
 2. Ingest: DCMTK ``storescu`` sends them all on one association to DCMTK
    ``storescp`` (baseline: writes files, no fsync, no journal) and to
    ``cxr-gateway serve`` (fsync per file, SQLite journal with synchronous=FULL)
-   -- with one classification worker running in the background when the
-   shipped models are present, and intake-only. Prints images/s and ratios.
+   with the worker idle (``inference.workers: 0``) and with the worker busy:
+   one worker classifying a backlog of ``--backlog`` other images queued
+   before the measurement, each its own study, so that study results (SR,
+   heatmap SC, ORU, built by the aggregator) are due during the measurement
+   too, for a destination that refuses connections. Idle and busy alternate
+   ``--repeat`` times (the machine is shared: single runs vary by 2x); prints
+   each images/s, the median ratio busy / idle (issue 20 defect 10: goal
+   >= 0.8, "intake has priority") and how much backlog was left (the worker
+   was busy throughout when it is above 0).
 3. Classification: the gateway classifies the N queued images with 1 and 2
    workers; prints images/s and the peak resident memory of the process.
+
+``--only-priority`` runs storescp and step 2 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,14 +48,19 @@ from tests.gateway_harness import (  # noqa: E402
 )
 
 GOAL_RATIO = 0.8  # issue 3: ingest while classifying, relative to storescp
+PRIORITY_GOAL = 0.8  # issue 20 defect 10: ingest with the worker busy, relative to idle
 PENDING = "SELECT COUNT(*) FROM instances WHERE state IN ('queued', 'classifying')"
 
 
-def make_files(folder: Path, count: int, size: int) -> list[Path]:
-    base = make_chest(rows=size, columns=size, bits_stored=16, study_uid=generate_uid())
+def make_files(folder: Path, count: int, size: int, studies: bool = False) -> list[Path]:
+    """``count`` files of one study (or each of its own study when ``studies``)."""
+    base = make_chest(rows=size, columns=size, bits_stored=16, study_uid=generate_uid(),
+                      series_uid=generate_uid())
     files = []
     for i in range(count):  # same pixels, a new instance each time (written at once)
         base.SOPInstanceUID = base.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        if studies:
+            base.StudyInstanceUID, base.SeriesInstanceUID = generate_uid(), generate_uid()
         files.append(write(base, folder / f"{i:04d}.dcm"))
     return files
 
@@ -77,11 +92,25 @@ def storescp_rate(work: Path, files: list[Path]) -> float:
     return len(files) / seconds
 
 
-def gateway(folder: Path, workers: int, models: Path = MODELS_DIR) -> GatewayProcess:
-    inference: dict[str, object] = {"workers": workers, "threads_per_model": 1}
+THREADS_PER_MODEL = {"value": 2}  # --threads-per-model; 2 is the shipped default
+
+
+def gateway(folder: Path, workers: int, models: Path = MODELS_DIR,
+            **sections: dict[str, object]) -> GatewayProcess:
+    inference: dict[str, object] = {"workers": workers,
+                                    "threads_per_model": THREADS_PER_MODEL["value"]}
     if workers:
         inference["models_dir"] = str(models)
-    return GatewayProcess(folder, gateway_config(folder, free_port(), inference=inference))
+    return GatewayProcess(folder, gateway_config(folder, free_port(), inference=inference,
+                                                 **sections))
+
+
+REPORTING: dict[str, dict[str, object]] = {
+    "aggregation": {"quiet_period_s": 0.5, "poll_interval_s": 0.2},
+    "destinations": {"dicom": [{"name": "pacs", "ae_title": "CLOSED", "host": "127.0.0.1",
+                                "port": 9}]},
+}
+"""The busy gateway also builds each study's results (for a PACS that refuses connections)."""
 
 
 def gateway_rate(folder: Path, files: list[Path], workers: int, models: Path) -> float:
@@ -92,6 +121,43 @@ def gateway_rate(folder: Path, files: list[Path], workers: int, models: Path) ->
     finally:
         proc.stop(timeout=600)
     return len(files) / seconds
+
+
+def busy_rate(folder: Path, files: list[Path], backlog: list[Path],
+              models: Path) -> tuple[float, int]:
+    """Images/s received while one worker classifies ``backlog`` (queued beforehand), and the
+    backlog still pending when the last image was acknowledged."""
+    intake = gateway(folder, 0, models, **REPORTING).start()
+    send(intake.port, backlog, OWN_AE)
+    intake.stop()
+    proc = gateway(folder, 1, models, **REPORTING).start()
+    try:
+        proc.wait_for("SELECT COUNT(*) FROM studies WHERE reported_at IS NOT NULL", 1, timeout=120)
+        seconds = send(proc.port, files, OWN_AE)
+        left = int(proc.rows(PENDING)[0][0]) - len(files)
+    finally:
+        proc.stop(timeout=600)
+    return len(files) / seconds, left
+
+
+def priority(work: Path, files: list[Path], backlog: list[Path], models: Path,
+             base: float, repeat: int) -> None:
+    """Step 2: ingest with the worker idle and busy, alternating, and the median ratio."""
+    if not models_present(models):
+        print(f"(models absent in {models}: no busy worker to measure against)")
+        return
+    ratios = []
+    for n in range(repeat):
+        idle = gateway_rate(work / f"gw-idle-{n}", files, 0, models)
+        busy, left = busy_rate(work / f"gw-busy-{n}", files, backlog, models)
+        ratios.append(busy / idle)
+        print(f"run {n + 1}: worker idle {idle:6.1f} images/s (storescp ratio {idle / base:.2f}), "
+              f"worker busy {busy:6.1f} images/s (backlog left {left} of {len(backlog)}), "
+              f"busy / idle {busy / idle:.2f}")
+        shutil.rmtree(work / f"gw-idle-{n}")
+        shutil.rmtree(work / f"gw-busy-{n}")
+    print(f"intake priority, median busy / idle: {statistics.median(ratios):.2f}  "
+          f"(goal >= {PRIORITY_GOAL}; storescp goal >= {GOAL_RATIO})")
 
 
 def classification(folder: Path, files: list[Path], workers: int,
@@ -129,27 +195,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--backlog", type=int, default=100,
+                        help="images queued for the busy worker before measuring (default 100)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="idle/busy pairs measured, alternating (default 3)")
+    parser.add_argument("--only-priority", action="store_true",
+                        help="storescp and the idle/busy ingest only")
+    parser.add_argument("--threads-per-model", type=int, default=2,
+                        help="inference.threads_per_model of the gateway (default 2, as shipped)")
     parser.add_argument("--models", type=Path, default=MODELS_DIR,
                         help=f"models folder (default: the shipped {MODELS_DIR})")
     args = parser.parse_args()
     models: Path = args.models
+    THREADS_PER_MODEL["value"] = args.threads_per_model
     with tempfile.TemporaryDirectory(prefix="cxr-ingest-") as tmp:
         work = Path(tmp)
         files = make_files(work / "files", args.images, args.size)
+        backlog = make_files(work / "backlog", args.backlog, args.size, studies=True)
         mb = sum(f.stat().st_size for f in files) / 2**20
         print(f"{len(files)} images of {args.size}x{args.size} 16-bit, {mb:.0f} MB")
         base = storescp_rate(work, files)
         print(f"DCMTK storescp:                  {base:7.1f} images/s")
-        if models_present(models):
-            busy = gateway_rate(work / "gw-busy", files, 1, models)
-            print(f"gateway, 1 worker classifying:   {busy:7.1f} images/s  "
-                  f"ratio {busy / base:.2f} (goal >= {GOAL_RATIO})")
-        else:
-            print(f"(models absent in {models}: no background classification)")
-        idle = gateway_rate(work / "gw-intake", files, 0, models)
-        print(f"gateway, intake only:            {idle:7.1f} images/s  ratio {idle / base:.2f}")
-        if not models_present(models):
-            print(f"classification throughput skipped: no models in {models}")
+        priority(work, files, backlog, models, base, args.repeat)
+        if args.only_priority or not models_present(models):
             return 0
         for workers in (1, 2):
             rate, peak = classification(work / f"classify-{workers}", files, workers, models)

@@ -22,7 +22,7 @@ from config.schema import Settings
 from dicom_node.aggregation import Aggregator, LoggingSink, ReportPolicy, ResultSink
 from dicom_node.errors import PersistError, StartupError
 from dicom_node.gate import GatedServer
-from dicom_node.intake import Intake, IntakeLimits
+from dicom_node.intake import Intake, IntakeActivity, IntakeLimits
 from dicom_node.journal import Journal
 from dicom_node.preflight import models_dir
 from dicom_node.scp import start_scp
@@ -117,9 +117,10 @@ def start_gateway(settings: Settings, sink: ResultSink | None = None,
     if settings.inference.workers and pipeline is None:
         pipeline = build_pipeline(settings)
     stop = threading.Event()
-    threads = _start_threads(settings, journal, pipeline, sink or LoggingSink(), stop)
+    activity = IntakeActivity()  # background work gives way to intake (issue 20, defect 10)
+    threads = _start_threads(settings, journal, pipeline, sink or LoggingSink(), stop, activity)
     try:
-        server = start_scp(settings, Intake(spool, journal, intake_limits(settings)))
+        server = start_scp(settings, Intake(spool, journal, intake_limits(settings), activity))
     except StartupError:
         stop.set()
         for thread in threads:
@@ -138,18 +139,21 @@ def _recover(journal: Journal, spool: Spool) -> None:
 
 
 def _start_threads(settings: Settings, journal: Journal, pipeline: Pipeline | None,
-                   sink: ResultSink, stop: threading.Event) -> list[threading.Thread]:
+                   sink: ResultSink, stop: threading.Event,
+                   activity: IntakeActivity) -> list[threading.Thread]:
     threads: list[threading.Thread] = []
     if pipeline is not None:
         threads = [Worker(f"worker-{n + 1}", journal, pipeline, settings.inference.max_attempts,
-                          stop) for n in range(settings.inference.workers)]
+                          stop, pause=functools.partial(activity.wait_quiet, stop))
+                   for n in range(settings.inference.workers)]
     else:
         log.warning("inference.workers is 0: instances are received and queued, not classified")
     report = settings.results
     threads.append(Aggregator(journal, sink, settings.aggregation.quiet_period_s, stop,
                               settings.aggregation.poll_interval_s,
                               ReportPolicy(report.max_attempts, report.retry_delay_s,
-                                           report.report_not_analysed)))
+                                           report.report_not_analysed),
+                              pause=functools.partial(activity.wait_quiet, stop)))
     for thread in threads:
         thread.start()
     return threads

@@ -115,18 +115,22 @@ class Worker(threading.Thread):
     """One classification thread; stops when ``stop`` is set."""
 
     def __init__(self, name: str, journal: Journal, pipeline: Pipeline, max_attempts: int,
-                 stop: threading.Event, poll_s: float = 0.2) -> None:
+                 stop: threading.Event, poll_s: float = 0.2,
+                 pause: Callable[[], object] | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.journal = journal
         self.pipeline = pipeline
         self.max_attempts = max_attempts
         self.stop = stop
         self.poll_s = poll_s
+        self.pause = pause  # before each job: give way to intake (IntakeActivity.wait_quiet)
 
     def run(self) -> None:
         _lower_thread_priority()
         log.info("%s started", self.name)
         while not self.stop.is_set():
+            if self.pause is not None:
+                self.pause()
             try:
                 job = self.journal.claim_job(self.name)
             except JournalError as err:
