@@ -66,6 +66,7 @@ REASON_PHRASES: Final = (
     ("pixel data", GateCode.PIXEL_FORMAT),
     ("header attribute cannot be read", GateCode.UNREADABLE),
     ("grey scale looks inverted", GateCode.INVERTED),
+    ("do not look like a radiograph", GateCode.NOT_RADIOGRAPH),
 )
 OTHER_REASON: Final = "other"
 
