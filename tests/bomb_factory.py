@@ -44,14 +44,16 @@ def bomb_header(rows: int, columns: int, bits: int = 16, **changes: Any) -> Data
     return ds
 
 
-def _encoded_header(ds: Dataset) -> bytes:
+def encode_dataset(ds: Dataset, implicit: bool = False) -> bytes:
+    """The dataset's elements, little endian, explicit VR unless ``implicit`` (no File Meta)."""
     fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
     write_dataset(fp, ds)
     return fp.getvalue()
 
 
-def _file_start(ds: Dataset, syntax: UID) -> bytes:
+def file_start(ds: Dataset, syntax: UID) -> bytes:
+    """Preamble, ``DICM`` and the File Meta of ``ds`` stating ``syntax`` (PS3.10 7.1)."""
     ds.file_meta.TransferSyntaxUID = syntax
     fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, False
@@ -74,8 +76,8 @@ def write_deflate_bomb(path: Path, rows: int, columns: int) -> Path:
     size = rows * columns * 2
     deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     with path.open("wb") as out:
-        out.write(_file_start(ds, DeflatedExplicitVRLittleEndian))
-        out.write(deflater.compress(_encoded_header(ds)))
+        out.write(file_start(ds, DeflatedExplicitVRLittleEndian))
+        out.write(deflater.compress(encode_dataset(ds)))
         out.write(deflater.compress(PIXEL_DATA_TAG + b"OW\x00\x00" + struct.pack("<I", size)))
         for block in _zeros(size):
             out.write(deflater.compress(block))
@@ -88,8 +90,8 @@ def write_big_native(path: Path, rows: int, columns: int) -> Path:
     ds = bomb_header(rows, columns)
     size = rows * columns * 2
     with path.open("wb") as out:
-        out.write(_file_start(ds, ExplicitVRLittleEndian))
-        out.write(_encoded_header(ds))
+        out.write(file_start(ds, ExplicitVRLittleEndian))
+        out.write(encode_dataset(ds))
         out.write(PIXEL_DATA_TAG + b"OW\x00\x00" + struct.pack("<I", size))
         for block in _zeros(size):
             out.write(block)
@@ -111,8 +113,8 @@ def write_rle_pixel_bomb(path: Path, rows: int, columns: int) -> Path:
     frame = header + segment + (b"\x00" if len(segment) % 2 else b"")
     item = b"\xfe\xff\x00\xe0" + struct.pack("<I", len(frame)) + frame
     with path.open("wb") as out:
-        out.write(_file_start(ds, RLELossless))
-        out.write(_encoded_header(ds))
+        out.write(file_start(ds, RLELossless))
+        out.write(encode_dataset(ds))
         out.write(PIXEL_DATA_TAG + b"OB\x00\x00\xff\xff\xff\xff")
         out.write(b"\xfe\xff\x00\xe0\x00\x00\x00\x00")  # empty Basic Offset Table
         out.write(item)
