@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from inference.polarity import PolarityModel, load_polarity
+from inference.ood import OodModel, load_ood
+from inference.polarity import PolarityModel, invert, load_polarity
 from inference.preprocess import CropBox, preprocess_with_box, view_stack
 from inference.quality import QualityVerdict
 from inference.registry import PNEUMONIA_VS_TB, TB_VS_NORMAL, ModelSpec, Thresholds, load_registry
@@ -147,22 +148,40 @@ def cam_to_heatmap(cam: NDArray[np.float32], size: int) -> NDArray[np.float32]:
 
 
 class InferenceEngine:
-    """Both shipped classifiers and the grey-scale polarity check; thread-safe."""
+    """Both shipped classifiers, the grey-scale polarity check and the not-a-radiograph
+    (out-of-distribution) check; thread-safe."""
 
     def __init__(self, specs: dict[str, ModelSpec], num_threads: int = 2,
-                 polarity: PolarityModel | None = None) -> None:
+                 polarity: PolarityModel | None = None, ood: OodModel | None = None) -> None:
         self.tb, self.pneumonia = specs[TB_VS_NORMAL], specs[PNEUMONIA_VS_TB]
         self.runner = ModelRunner([self.tb, self.pneumonia], num_threads)
         self.polarity = polarity
+        self.ood = ood
 
     @classmethod
     def from_models_dir(cls, models_dir: Path, thresholds: Thresholds | None = None,
                         num_threads: int = 2) -> InferenceEngine:
-        return cls(load_registry(models_dir, thresholds), num_threads, load_polarity(models_dir))
+        return cls(load_registry(models_dir, thresholds), num_threads, load_polarity(models_dir),
+                   load_ood(models_dir))
 
     def check_pixels(self, gray: NDArray[np.generic]) -> QualityVerdict | None:
-        """A skip verdict when the decoded image must not be classified (inverted grey scale)."""
+        """A skip verdict when the decoded image must not be classified: not a radiograph at
+        all (noise, blank, text, patterns), or an inverted grey scale.
+
+        An image the out-of-distribution check refuses but which is an inverted radiograph
+        (the polarity check flags it and its inversion passes) gets the polarity reason,
+        which names the attribute to fix.
+        """
+        if self.ood is not None:
+            verdict = self.ood.check(gray)
+            if verdict is not None and not self._inverted_radiograph(gray):
+                return verdict
         return self.polarity.check(gray) if self.polarity is not None else None
+
+    def _inverted_radiograph(self, gray: NDArray[np.generic]) -> bool:
+        if self.polarity is None or self.ood is None or self.polarity.check(gray) is None:
+            return False
+        return self.ood.check(invert(gray)) is None
 
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction:
         """Classify one presentation-space grayscale image with both models."""

@@ -26,8 +26,10 @@ fails gives the reason recorded for the instance:
    (:func:`inference.pixels.pixel_format`).
 
 Decoding can still fail later; :func:`verdict_for_pixel_error` words that
-case the same way. Once decoded, :mod:`inference.polarity` skips images whose
-grey scale looks inverted (a wrong Photometric Interpretation).
+case the same way. Once decoded, :mod:`inference.ood` skips images whose pixels
+do not look like a radiograph at all (noise, blank, text, patterns) and
+:mod:`inference.polarity` those whose grey scale looks inverted (a wrong
+Photometric Interpretation).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Subcommands ``train``, ``ensemble``, ``unpack``, ``evaluate``, ``export`` and ``train-polarity``.
+"""Subcommands ``train``, ``ensemble``, ``unpack``, ``evaluate``, ``export``, ``train-polarity``
+and ``train-ood``.
 
 ``predict`` lives in :mod:`inference.cli`.
 """
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_calibrate(sub)
     _register_export(sub)
     _register_train_polarity(sub)
+    _register_train_ood(sub)
     _register_ensemble(sub)
     _register_unpack(sub)
     _register_epochs(sub)
@@ -311,6 +313,28 @@ def _cmd_train_polarity(args: argparse.Namespace) -> int:
     report = train_polarity(args.data, args.out, args.external, args.threshold, args.version)
     print(json.dumps(report["sets"], indent=1))
     print(f"polarity model written: {args.out}")
+    return 0
+
+
+def _register_train_ood(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train-ood",
+                       help="train the not-a-radiograph check (noise, blank, text, patterns...)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="labelled radiographs (fitted on train, threshold chosen on val, measured on test)")
+    p.add_argument("--external", type=Path, help="radiographs from other hospitals, measured only")
+    p.add_argument("--out", type=Path, required=True, help="folder for ood.json, report.json and card.md")
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--seed", type=int, default=42,
+                   help="junk seed for fitting; seed + 1 chooses the threshold, seed + 2 measures")
+    p.set_defaults(func=_cmd_train_ood)
+
+
+def _cmd_train_ood(args: argparse.Namespace) -> int:
+    from training.ood import train_ood
+
+    report = train_ood(args.data, args.out, args.external, args.version, args.seed)
+    print(json.dumps({"threshold": report["threshold"], "junk": report["junk"]}, indent=1))
+    print(f"out-of-distribution model written: {args.out}")
     return 0
 
 
