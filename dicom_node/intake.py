@@ -20,7 +20,9 @@ and, past ``dicom.max_instance_mb``, swaps the buffer for one that only
 counts (:class:`OversizedDataset`): the association goes on, nothing more is
 kept, and the handler refuses the instance without decoding it. A Deflated
 dataset (PS3.5 A.5) is inflated in bounded chunks up to
-``dicom.max_inflated_mb`` before it is decoded.
+``dicom.max_inflated_mb`` before it is decoded. Below both, no PDU announced
+longer than 1 MB is read at all (:class:`BoundedAssociationSocket`): the
+connection is closed instead.
 
 Handlers return status codes and never raise (pynetdicom would turn an
 exception into a generic failure without a log line of ours).
@@ -43,6 +45,7 @@ from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.transport import AssociationSocket
 
 from dicom_node.errors import PersistError
 from dicom_node.journal import Admission, Journal, NewInstance
@@ -53,6 +56,9 @@ from inference.pixels import DEFAULT_MAX_INFLATED_BYTES, InflateLimitError, infl
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INSTANCE_BYTES = 256 * 2**20
+DEFAULT_MAX_PDU_BYTES = 2**20
+"""Longest PDU read: 64 times the 16 KB maximum length offered to peers, room for a large
+A-ASSOCIATE-RQ, far below the 4 GB a PDU length field allows."""
 COMMAND_FRAGMENT = 0x01  # PS3.8 E.2 message control header: bit 0 set = command, else dataset
 
 
@@ -112,6 +118,26 @@ class IntakeActivity:
         return time.monotonic() - start
 
 
+class BoundedAssociationSocket(AssociationSocket):
+    """pynetdicom's socket that refuses to read a PDU announced longer than ``pdu_limit``.
+
+    The DUL reads a PDU's 6-byte header, then as many bytes as its length
+    field says (up to 4 GB) into memory before any event sees them; a peer
+    that ignores the maximum length we offered (PS3.8 D.1) could fill memory
+    with one PDU. Raising ``OSError`` there makes the DUL close the
+    connection (its "connection closed before the entire PDU was received").
+    """
+
+    pdu_limit = DEFAULT_MAX_PDU_BYTES
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if nr_bytes > self.pdu_limit:
+            log.warning("a PDU of %d bytes was announced, more than the %d accepted; "
+                        "closing the connection", nr_bytes, self.pdu_limit)
+            raise OSError(f"PDU of {nr_bytes} bytes refused (limit {self.pdu_limit})")
+        return super().recv(nr_bytes)
+
+
 class OversizedDataset(io.BytesIO):
     """Takes a C-STORE dataset's buffer over once it passed the limit: counts, keeps nothing."""
 
@@ -139,6 +165,12 @@ class Intake:
         """C-ECHO (Verification, PS3.4 annex A): always Success."""
         log.info("C-ECHO from %s", event.assoc.requestor.ae_title)
         return EchoStatus.SUCCESS
+
+    def handle_conn_open(self, event: Event) -> None:
+        """EVT_CONN_OPEN (before the first PDU is read): bound the length of every PDU."""
+        sock = event.assoc.dul.socket
+        if type(sock) is AssociationSocket:
+            sock.__class__ = BoundedAssociationSocket  # same object and state, bounded recv
 
     def handle_pdu(self, event: Event) -> None:
         """EVT_PDU_RECV (DUL thread): stop keeping a dataset that passed ``max_instance_bytes``.

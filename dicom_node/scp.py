@@ -83,6 +83,7 @@ def start_scp(settings: Settings, intake: Intake,
         (evt.EVT_C_ECHO, intake.handle_echo),
         (evt.EVT_C_STORE, intake.handle_store),
         (evt.EVT_PDU_RECV, intake.handle_pdu),  # dicom.max_instance_mb, counted as it streams
+        (evt.EVT_CONN_OPEN, intake.handle_conn_open),  # no PDU longer than 1 MB is read
     ]
     admission = Admission(Limits.from_settings(dicom), refusals)
     try:

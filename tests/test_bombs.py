@@ -15,12 +15,15 @@ import http.client
 import json
 import select
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
+from pynetdicom import AE
+from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
 
 from dicom_node.status import StoreStatus
 from tests.bomb_factory import (
@@ -34,7 +37,7 @@ from tests.bomb_factory import (
 )
 from tests.conftest import require_shipped_models
 from tests.dicom_factory import make_chest
-from tests.gateway_harness import GatewayProcess, echo, free_port, gateway_config, store
+from tests.gateway_harness import OWN_AE, GatewayProcess, echo, free_port, gateway_config, store
 
 MEMORY_BOUND_MB = 600
 UPLOAD_PATH = "/api/v1/predict"
@@ -113,6 +116,32 @@ def test_instance_over_max_instance_mb_is_refused_while_it_streams(
     assert "dicom.max_instance_mb" in intake_only.proc.log()
     assert not list(intake_only.proc.spool.rglob("*.dcm"))
     assert store(intake_only.proc.port, [make_chest()]) == [StoreStatus.SUCCESS]
+
+
+def test_pdu_announcing_a_gigabyte_is_refused_before_it_is_read(intake_only: Measured) -> None:
+    """One P-DATA-TF whose length field says 1 GB: the gateway closes instead of buffering it."""
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(ComputedRadiographyImageStorage)
+    assoc = ae.associate("127.0.0.1", intake_only.proc.port, ae_title=OWN_AE)
+    assert assoc.is_established
+    raw = assoc.dul.socket.socket  # type: ignore[union-attr]
+    assert raw is not None
+    intake_only.reset()
+    sent = 0
+    try:
+        raw.sendall(b"\x04\x00" + struct.pack(">I", 2**30))
+        block = bytes(2**20)
+        while sent < 2**30:
+            raw.sendall(block)
+            sent += len(block)
+    except OSError:
+        pass  # the gateway closed the connection: what is expected
+    finally:
+        assoc.abort()
+    assert sent < 256 * 2**20, f"{sent} bytes were taken before the connection closed"
+    assert intake_only.growth_mb() < 100
+    assert "more than the 1048576 accepted" in intake_only.proc.log()
+    assert echo(intake_only.proc.port) == 0
 
 
 def test_chunked_upload_is_cut_off_at_the_limit_with_413(intake_only: Measured) -> None:
