@@ -92,11 +92,13 @@ class IntakeActivity:
     """When intake last received data, so that background work can give way to it.
 
     Intake has priority (README, "Intake before classification"): building a
-    study's result is pure Python (highdicom) and holds the GIL, while intake
-    reads each PDU in 4 KB socket reads, every one of which must take the GIL
-    back; run together, a burst was received at a third of its speed (issue
-    20, defect 10). :meth:`wait_quiet` lets such work wait for a pause in
-    intake, at most ``max_wait_s``, so a result is delayed, never starved.
+    study's result is pure Python (highdicom) and holds the GIL, and
+    classification keeps LiteRT's threads (normal priority) on the cores,
+    while intake reads each PDU in 4 KB socket reads, every one of which must
+    take the GIL back; run together, a burst was received at half its speed
+    or less (issue 20, defect 10). The worker and the aggregator call
+    :meth:`wait_quiet` before each job or study: they wait for a pause in
+    intake, at most ``max_wait_s``, so their work is delayed, never starved.
     """
 
     def __init__(self, quiet_s: float = 0.5, max_wait_s: float = 10.0) -> None:
