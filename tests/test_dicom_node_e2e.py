@@ -79,12 +79,20 @@ def test_study_is_classified_and_reported(tmp_path: Path) -> None:
 
 
 def test_real_samples_chest_classified_others_skipped(tmp_path: Path) -> None:
+    """Every real sample gets its expected outcome.
+
+    ``cr-jpeg-baseline-relabelled-mono1.dcm`` carries the same SOP Instance
+    UID as ``cr-jpeg-baseline-mono2.dcm`` with different content, so it is a
+    corrected re-send of it: it replaces the stored instance and, handled
+    correctly (inverted), is skipped by the grey-scale polarity check.
+    """
     folder = SHARED_DATA / "dicom"
     if not folder.exists():
         pytest.skip(f"real data not present: {folder}")
+    relabelled = folder / "chest" / "cr-jpeg-baseline-relabelled-mono1.dcm"
     proc = classifying_gateway(tmp_path / "gw").start()
     try:
-        files = sorted(folder.glob("*/*.dcm"))
+        files = [f for f in sorted(folder.glob("*/*.dcm")) if f != relabelled]
         for f in files:
             out = storescu_as_encoded(proc.port, f)
             assert "rc=0" in out, out
@@ -93,6 +101,11 @@ def test_real_samples_chest_classified_others_skipped(tmp_path: Path) -> None:
             state, reason, _ = result_of(proc, pydicom.dcmread(f, force=True).SOPInstanceUID)
             expected = "classified" if f.parent.name == "chest" else "skipped"
             assert state == expected, (f.name, state, reason)
+        if relabelled.exists():
+            assert "rc=0" in storescu_as_encoded(proc.port, relabelled)
+            proc.wait_for(PENDING, 0)
+            state, reason, _ = result_of(proc, pydicom.dcmread(relabelled, force=True).SOPInstanceUID)
+            assert state == "skipped" and "inverted" in str(reason), (state, reason)
     finally:
         assert proc.stop() == 0
 
