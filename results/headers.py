@@ -32,7 +32,7 @@ from pydicom import config
 from pydicom.datadict import dictionary_description, dictionary_VM
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.valuerep import validate_value
+from pydicom.valuerep import DA, DT, TM, validate_value
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,16 @@ def _single_valued(element: DataElement) -> bool:
         return False
 
 
+TEMPORAL_VRS: Final = {"DA": DA, "TM": TM, "DT": DT}
+"""VRs whose value must also name a real date or time (``19590229`` matches the DA
+pattern of PS3.5 6.2 but is no day; highdicom parses these and would raise)."""
+
+
 def _valid(vr: str, value: object) -> bool:
     try:
         validate_value(vr, value, config.RAISE)
+        if vr in TEMPORAL_VRS and str(value):
+            TEMPORAL_VRS[vr](str(value))
     except (ValueError, TypeError):
         return False
     return True

@@ -54,6 +54,8 @@ HEADERS: dict[str, Change] = {
     "two patient names": _set("PatientName", ["Doe^John", "Roe^Jane"]),
     "birth date 31.12.1971": _set("PatientBirthDate", "31.12.1971"),
     "birth date 19711331": _set("PatientBirthDate", "19711331"),
+    "birth date 19590229 (no such day)": _set("PatientBirthDate", "19590229"),
+    "study date 20230230 (no such day)": _set("StudyDate", "20230230"),
     "sex X": _set("PatientSex", "X"),
     "study time 25:00": _set("StudyTime", "25:00"),
     "accession too long": _set("AccessionNumber", "A" * 20),
