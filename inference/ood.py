@@ -59,6 +59,17 @@ def resized(img: NDArray[np.float32], side: int) -> NDArray[np.float32]:
     return np.asarray(cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA), dtype=np.float32)
 
 
+def _shrunk(img: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``img`` at ``FINE_SIDE``; a large image is first shrunk by a whole factor (OpenCV's fast
+    path, five times quicker at 3000 pixels) to no less than twice that side."""
+    k = min(img.shape) // (2 * FINE_SIDE)
+    if k >= 2:
+        rows, cols = img.shape[0] // k, img.shape[1] // k
+        img = np.asarray(cv2.resize(img[:rows * k, :cols * k], (cols, rows),
+                                    interpolation=cv2.INTER_AREA), dtype=np.float32)
+    return resized(img, FINE_SIDE)
+
+
 def _windowed(img: NDArray[np.float32]) -> tuple[NDArray[np.float32], float]:
     lo, hi = (float(v) for v in np.percentile(img, [1.0, 99.0]))
     span = hi - lo
@@ -137,7 +148,7 @@ def features(gray: NDArray[np.generic]) -> NDArray[np.float32]:
         raise ValueError(f"expected a 2-D grayscale image, got shape {img.shape}")
     if not np.isfinite(img).all():
         img = np.nan_to_num(img, nan=0.0, posinf=1.0, neginf=0.0)
-    fine, span = _windowed(resized(img, FINE_SIDE))
+    fine, span = _windowed(_shrunk(img))
     coarse = resized(fine, COARSE_SIDE)
     hist = np.histogram(fine, bins=HIST_BINS, range=(0.0, 1.0))[0] / fine.size
     layout = resized(coarse, LAYOUT_SIDE)
