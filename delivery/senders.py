@@ -47,6 +47,9 @@ STORE_SUCCESS: Final = 0x0000
 STORE_WARNINGS: Final = frozenset({0xB000, 0xB006, 0xB007})
 """C-STORE warning statuses that still mean the object was stored (PS3.4 B.2.3)."""
 ECHO_SUCCESS: Final = 0x0000
+PROPOSED_TRANSFER_SYNTAXES: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+"""Proposed for every object sent and for C-ECHO: every SCP accepts them (PS3.5 10.1, A.1);
+results are written in Explicit VR Little Endian. Listed in docs/conformance.md."""
 
 
 class Sender(Protocol):
@@ -122,7 +125,7 @@ class DicomStoreSender:
     def _associate(self, peer: DicomDestination, sop_class: UID) -> Association:
         """An established association proposing ``sop_class``, or the :class:`DeliveryError`."""
         ae = AE(ae_title=self.own_ae_title)
-        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ae.add_requested_context(sop_class, list(PROPOSED_TRANSFER_SYNTAXES))
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         ae.connection_timeout = self.timeout_s
         watch = _AssociationWatch()
