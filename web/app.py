@@ -4,7 +4,8 @@
 inference engine, the journal, the metrics registry), so tests and the
 ``serve`` command wire it the same way and nothing lives in module globals.
 The OpenAPI description is served at ``/openapi.json``, ``/docs`` and
-``/redoc``, behind the same access check as the console (web/auth.py).
+``/redoc``, and the built manual under ``/manual/`` (web/manual.py), behind the
+same access check as the console (web/auth.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from web.config_view import config_routes
 from web.context import WebContext
 from web.health import health_routes
 from web.images import RenderingCache
+from web.manual import SITE_DIR, manual_routes
 from web.metrics import ApiMetrics, JournalCollector, RefusalCollector
 from web.uploads import Predictor, UploadLimit
 
@@ -49,7 +51,8 @@ def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *
                registry: CollectorRegistry | None = None, engine_error: str | None = None,
                renderings: RenderingCache | None = None,
                max_upload_bytes: int | None = None,
-               refusals: Refusals | None = None) -> FastAPI:
+               refusals: Refusals | None = None,
+               manual_dir: Path = SITE_DIR) -> FastAPI:
     """The app for one running gateway; ``engine`` is ``None`` when the models failed to load."""
     if outbox is not None and outbox.path.resolve() != journal.path.resolve():
         raise ValueError(f"outbox: expected the table in the journal database {journal.path}, "
@@ -73,6 +76,7 @@ def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *
         app.include_router(router)
     _console(app, ctx)
     _api_docs(app, ctx)
+    manual_routes(app, ctx.access, manual_dir)
     app.add_middleware(UploadLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD, path=UPLOAD_PATH)
     return app
 
