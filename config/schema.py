@@ -12,6 +12,7 @@ control characters, leading and trailing spaces not significant.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -154,6 +155,9 @@ class DicomSettings(_Section):
         return self
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+
+
 class StorageSettings(_Section):
     """Where received instances and the journal live."""
 
@@ -161,7 +165,37 @@ class StorageSettings(_Section):
     min_free_mb: int = Field(
         default=1024, ge=0,
         description="refuse new instances (0xA700) below this free space on the spool disk")
-    database: Path = Field(default=Path("var/journal.sqlite"), description="SQLite journal")
+    database: Path | str = Field(
+        default=Path("var/journal.sqlite"),
+        description="SQLite journal file, or a PostgreSQL URL postgresql://user@host:5432/db "
+                    "shared by several nodes (password from password_file or password_env)")
+    password_file: Path | None = Field(
+        default=None, description="file holding the PostgreSQL password (e.g. a Docker secret)")
+    password_env: str = Field(
+        default="CXR_GATEWAY_DB_PASSWORD",
+        description="environment variable holding the PostgreSQL password (when no password_file)")
+    lease_s: Seconds = Field(
+        default=60.0, description="a job, study report or delivery held by a node that stopped "
+                                  "renewing it for this long is taken over by another node")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _database_kind(cls, data: object) -> object:
+        """A PostgreSQL URL stays text (without a password); anything else is a SQLite path."""
+        if isinstance(data, dict) and isinstance(data.get("database"), str):
+            value = data["database"]
+            if not value.startswith(POSTGRES_SCHEMES):
+                return {**data, "database": Path(value)}
+            rest = value.split("://", 1)[1].split("/", 1)[0]
+            if ":" in rest.split("@", 1)[0] and "@" in rest:
+                raise ValueError("storage.database: put no password in the URL; give it in "
+                                 "storage.password_file or the variable named by storage.password_env")
+        return data
+
+    @property
+    def shared(self) -> bool:
+        """The database is PostgreSQL (several nodes may use it)."""
+        return isinstance(self.database, str)
     results_dir: Path = Field(
         default=Path("var/results"), description="SR and heatmap files waiting for delivery")
 
@@ -395,6 +429,17 @@ class Settings(_Section):
         """``value`` made absolute against :attr:`base_dir`."""
         base = self.base_dir if self.base_dir.is_absolute() else Path.cwd() / self.base_dir
         return value if value.is_absolute() else (base / value).resolve()
+
+    def database_target(self) -> Path | str:
+        """``storage.database``: the PostgreSQL URL, or the SQLite file made absolute."""
+        db = self.storage.database
+        return db if isinstance(db, str) else self.path(db)
+
+    def database_password(self) -> str | None:
+        """The PostgreSQL password from ``storage.password_file`` or ``storage.password_env``."""
+        if self.storage.password_file is not None:
+            return self.path(self.storage.password_file).read_text(encoding="utf-8").strip()
+        return os.environ.get(self.storage.password_env) or None
 
     def dicom_destination(self, name: str) -> DicomDestination | None:
         return next((d for d in self.destinations.dicom if d.name == name), None)

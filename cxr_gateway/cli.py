@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "inference.cli",  # predict
     "dicom_node.cli",  # serve, check-config, echo, status
     "delivery.cli",  # retry
+    "storage.cli",  # db upgrade, db version
 )
 
 log = logging.getLogger(__name__)

@@ -47,15 +47,15 @@ def cmd_retry(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    database = settings.path(settings.storage.database)
-    if not database.is_file():
+    database, password = settings.database_target(), settings.database_password()
+    if isinstance(database, Path) and not database.is_file():
         print(f"no journal at {database} (storage.database): nothing to retry", file=sys.stderr)
         return EXIT_CONFIG
     try:
         if args.all_dead:
-            print(f"re-queued {requeue_all(database)} dead letter(s)")
+            print(f"re-queued {requeue_all(database, password)} dead letter(s)")
             return EXIT_OK
-        outcomes = requeue_rows(database, list(args.ids))
+        outcomes = requeue_rows(database, list(args.ids), password)
     except OutboxError as err:
         print(err, file=sys.stderr)
         return EXIT_FAILED
@@ -73,11 +73,11 @@ def _retry_reports(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    database = settings.path(settings.storage.database)
-    if not database.is_file():
+    database, password = settings.database_target(), settings.database_password()
+    if isinstance(database, Path) and not database.is_file():
         print(f"no journal at {database} (storage.database): nothing to retry", file=sys.stderr)
         return EXIT_CONFIG
-    journal = Journal(database)
+    journal = Journal(database, password=password)
     try:
         count = journal.retry_reports(list(args.reports) or None)
     finally:

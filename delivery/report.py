@@ -49,9 +49,9 @@ def _line(row: OutboxRow) -> str:
             f"  study {row.study_uid}  {row.attempts} attempt(s)")
 
 
-def outbox_report(database: Path, dead_limit: int = 50) -> OutboxReport:
+def outbox_report(database: Path | str, dead_limit: int = 50, password: str | None = None) -> OutboxReport:
     """Counts, rows being retried and dead letters of the outbox in ``database``."""
-    outbox = Outbox(database)
+    outbox = Outbox(database, password=password)
     try:
         pending = outbox.rows(RowState.PENDING, dead_limit)
         return OutboxReport(outbox.counts(), outbox.rows(RowState.DEAD, dead_limit),
@@ -60,9 +60,9 @@ def outbox_report(database: Path, dead_limit: int = 50) -> OutboxReport:
         outbox.close()
 
 
-def requeue_all(database: Path) -> int:
+def requeue_all(database: Path | str, password: str | None = None) -> int:
     """Make every dead letter pending again; the running dispatcher sends them. Returns how many."""
-    outbox = Outbox(database)
+    outbox = Outbox(database, password=password)
     try:
         count = outbox.retry(None, time.time())
     finally:
@@ -71,9 +71,10 @@ def requeue_all(database: Path) -> int:
     return count
 
 
-def requeue_rows(database: Path, row_ids: list[int]) -> dict[int, RetryOutcome]:
+def requeue_rows(database: Path | str, row_ids: list[int],
+                 password: str | None = None) -> dict[int, RetryOutcome]:
     """Make each given dead letter pending again; what happened to each ID."""
-    outbox = Outbox(database)
+    outbox = Outbox(database, password=password)
     try:
         return {row_id: retry_row(outbox, row_id) for row_id in dict.fromkeys(row_ids)}
     finally:

@@ -97,7 +97,7 @@ class Delivery:
 
 def start_delivery(settings: Settings) -> Delivery:
     """Open the outbox, build the sink and start the dispatcher (pending rows resume)."""
-    outbox = Outbox(settings.path(settings.storage.database))
+    outbox = Outbox(settings.database_target(), password=settings.database_password())
     stop = threading.Event()
     dispatcher = Dispatcher(outbox, senders(settings), delivery_policy(settings), stop,
                             settings.delivery.poll_interval_s, lanes(settings))

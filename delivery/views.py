@@ -1,9 +1,8 @@
 """Read-only views of the outbox for the console, REST API and metrics, and a one-row retry.
 
-Reads go through :meth:`Outbox.query` (its lock and error handling), so the
-outbox's SQL stays in this package. Rows carry UIDs, destinations and states,
-no patient data; the payload (file path or HL7 text) is never returned to the
-web layer by :func:`public_row`.
+Reads go through the outbox's own methods: its SQL stays in :mod:`storage.outbox`.
+Rows carry UIDs, destinations and states, no patient data; the payload (file
+path or HL7 text) is never returned to the web layer by :func:`public_row`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from delivery.outbox import _COLUMNS, Outbox, OutboxRow, RowState, _row
+from storage.outbox import Outbox, OutboxRow, RowState
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +33,16 @@ class DestinationCount:
 
 def study_rows(outbox: Outbox, study_uid: str) -> list[OutboxRow]:
     """Every outbox row of a study, newest revision first."""
-    rows = outbox.query(f"SELECT {_COLUMNS} FROM outbox WHERE study_uid = ?"
-                        " ORDER BY revision DESC, kind, destination, id", (study_uid,))
-    return [_row(r) for r in rows]
+    return outbox.study_rows(study_uid)
 
 
 def counts_by_destination(outbox: Outbox) -> list[DestinationCount]:
-    rows = outbox.query("SELECT channel, destination, state, COUNT(*) FROM outbox"
-                        " GROUP BY channel, destination, state ORDER BY channel, destination, state")
-    return [DestinationCount(str(c), str(d), RowState(str(s)), int(str(n))) for c, d, s, n in rows]
+    return [DestinationCount(*row) for row in outbox.counts_by_destination()]
 
 
 def retry_row(outbox: Outbox, row_id: int) -> RetryOutcome:
     """Make one dead-lettered row pending again (:meth:`Outbox.retry`)."""
-    found = outbox.query("SELECT state FROM outbox WHERE id = ?", (row_id,))
-    if not found:
+    if outbox.row_state(row_id) is None:
         return RetryOutcome.NOT_FOUND
     if outbox.retry([row_id]) == 0:
         return RetryOutcome.NOT_DEAD

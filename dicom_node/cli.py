@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from delivery.report import outbox_report
 from dicom_node.echo import EchoError, Peer, send_echo
-from dicom_node.errors import NodeError, StartupError
+from dicom_node.errors import JournalError, NodeError, StartupError
 from dicom_node.journal import Journal
 from dicom_node.preflight import check_environment
 from dicom_node.service import Gateway, start_gateway
@@ -204,18 +204,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    db_path = settings.path(settings.storage.database)
-    if not db_path.is_file():
+    db_path, password = settings.database_target(), settings.database_password()
+    if isinstance(db_path, Path) and not db_path.is_file():
         print(f"no journal at {db_path} yet (storage.database): nothing received")
         return EXIT_OK
-    journal = Journal(db_path)
+    try:
+        journal = Journal(db_path, password=password)
+    except JournalError as err:
+        print(err, file=sys.stderr)
+        return EXIT_FAILED
     try:
         counts = {str(k): v for k, v in journal.counts().items()}
         recent = journal.recent(args.limit)
         report_failures = journal.report_failures(args.limit)
     finally:
         journal.close()
-    outbox = outbox_report(db_path, args.limit)  # deliveries and dead letters (issue 4)
+    outbox = outbox_report(db_path, args.limit, password)  # deliveries and dead letters (issue 4)
     if args.json:
         rows = [{"sop_instance_uid": r.sop_instance_uid, "study_uid": r.study_uid,
                  "state": str(r.state), "reason": r.reason, "result": r.result_json and

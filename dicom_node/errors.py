@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from storage import errors as storage_errors
+
 
 class NodeError(Exception):
     """Base of every error raised by :mod:`dicom_node`."""
@@ -19,8 +21,9 @@ class SpoolWriteError(PersistError):
     """Writing, syncing or renaming a spool file failed."""
 
 
-class JournalError(PersistError):
-    """The journal database refused a read or write."""
+class JournalError(PersistError, storage_errors.JournalError):
+    """The journal database refused a read or write (a :class:`PersistError`: the SCP answers
+    0xA700 rather than acknowledging what it cannot journal)."""
 
 
 class StartupError(NodeError):

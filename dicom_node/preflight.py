@@ -31,12 +31,33 @@ def check_environment(settings: Settings) -> tuple[list[str], list[str]]:
     """``(errors, warnings)`` about the machine the settings are meant to run on."""
     errors = [p for p in (
         _writable_dir(settings.path(settings.storage.spool_dir), "storage.spool_dir"),
-        _writable_dir(settings.path(settings.storage.database).parent, "storage.database"),
+        _database(settings),
         _tls(settings),
         _models(settings),
     ) if p]
     warnings = [w for w in (_free_space(settings), _open_to_anyone(settings)) if w]
     return errors, warnings
+
+
+def _database(settings: Settings) -> str | None:
+    """A SQLite journal's folder is writable; a database is at this release's schema version
+    (SQLite: older ones are upgraded at start; PostgreSQL: by ``cxr-gateway db upgrade``)."""
+    from storage.database import Database
+    from storage.errors import SchemaVersionError, StorageError
+
+    target = settings.database_target()
+    if isinstance(target, Path):
+        problem = _writable_dir(target.parent, "storage.database")
+        if problem or not target.is_file():
+            return problem
+    try:
+        Database(target, password=settings.database_password(), upgrade=False).close()
+    except (StorageError, OSError) as err:
+        older = err.__cause__ if isinstance(err.__cause__, SchemaVersionError) else None
+        if isinstance(target, Path) and older is not None and older.found < older.expected:
+            return None  # a SQLite journal of an older release: upgraded when the node starts
+        return f"storage.database: {err}"
+    return None
 
 
 def _writable_dir(folder: Path, key: str) -> str | None:

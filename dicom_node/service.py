@@ -108,7 +108,7 @@ def start_gateway(settings: Settings, sink: ResultSink | None = None,
     spool = Spool(settings.path(settings.storage.spool_dir), settings.storage.min_free_mb * 2**20)
     try:
         spool.ensure()
-        journal = Journal(settings.path(settings.storage.database))
+        journal = Journal(settings.database_target(), password=settings.database_password())
     except OSError as err:
         raise StartupError(f"storage.spool_dir ({spool.root}): cannot create ({err})") from err
     except PersistError as err:

@@ -1,8 +1,8 @@
 """Read-only views of the journal for the console, the REST API and the metrics.
 
 The journal (:mod:`dicom_node.journal`) owns the tables and every write; this
-module only reads them, through :meth:`Journal.query` (the journal's lock and
-error handling), so all SQL still lives with the journal in this package.
+module only reads them, through the statements of :mod:`storage.worklist`
+(only the storage layer runs SQL).
 The journal stores UIDs, states and scores only; the worklist's patient
 columns (Patient ID, Patient's Name, Accession Number, Study Date, Modality)
 are read from the header of the study's spool file when a page is asked for
@@ -32,7 +32,6 @@ import functools
 import json
 import logging
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
@@ -40,27 +39,14 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_node.errors import JournalError
-from dicom_node.journal import InstanceState, JobState, Journal
+from dicom_node.journal import Journal
 from inference.results import impression_from_scores
+from storage import worklist as store
+from storage.worklist import StudySort, StudyStatus
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE: Final = 200
-
-
-class StudyStatus(StrEnum):
-    QUEUED = "queued"
-    CLASSIFIED = "classified"
-    DELIVERED = "delivered"
-    DEAD_LETTER = "dead-letter"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    REPORT_FAILED = "report-failed"  # the report could not be built (journal report_error)
-
-
-class StudySort(StrEnum):
-    NEWEST = "newest"  # last instance received, newest first
-    TB_SCORE = "tb-score"  # highest TB-vs-normal score first, unscored last
 
 
 @dataclass(frozen=True)
@@ -118,103 +104,23 @@ class PatientColumns:
     modality: str = ""
 
 
-OUTBOX_TABLE: Final = "outbox"
-_DELIVERIES_SQL = f"""SELECT study_uid, SUM(state = 'pending') AS d_pending,
-    SUM(state = 'delivered') AS d_delivered, SUM(state = 'dead') AS d_dead
-  FROM {OUTBOX_TABLE} GROUP BY study_uid"""
-_NO_DELIVERIES_SQL = "SELECT NULL AS study_uid, 0 AS d_pending, 0 AS d_delivered, 0 AS d_dead WHERE 0"
-
-_SUMMARY_SQL = """
-WITH deliveries AS ({deliveries}), per_study AS (
-  SELECT s.study_uid, s.last_received, s.reported_at,
-    COUNT(i.id) AS images,
-    SUM(i.state IN ('{InstanceState.QUEUED}', '{InstanceState.CLASSIFYING}')) AS pending,
-    SUM(i.state = '{InstanceState.CLASSIFIED}') AS classified,
-    SUM(i.state = '{InstanceState.SKIPPED}') AS skipped,
-    SUM(i.state = '{InstanceState.FAILED}') AS failed,
-    MAX(i.tb_score) AS tb_score,
-    MIN(i.received_at) AS first_received, MIN(i.id) AS first_id,
-    (SELECT f.id FROM instances f WHERE f.study_uid = s.study_uid
-       AND f.state = '{InstanceState.CLASSIFIED}' ORDER BY f.tb_score DESC, f.received_at, f.id
-       LIMIT 1) AS rep_id,
-    (s.report_failed_revision > 0 AND s.report_failed_revision >= s.revision) AS report_failed,
-    COALESCE(CASE WHEN s.report_failed_revision >= s.revision THEN s.report_error END,
-      (SELECT r.reason FROM instances r WHERE r.study_uid = s.study_uid
-       AND r.state IN ('{InstanceState.SKIPPED}', '{InstanceState.FAILED}') ORDER BY r.id
-       LIMIT 1)) AS reason
-  FROM studies s JOIN instances i ON i.study_uid = s.study_uid
-  GROUP BY s.study_uid
-), with_status AS (
-  SELECT p.*, rep.finding AS finding,
-    json_extract(rep.result_json, '$.tb_vs_normal.threshold') AS tb_threshold,
-    json_extract(rep.result_json, '$.pneumonia_vs_tb.score') AS pn_score,
-    json_extract(rep.result_json, '$.pneumonia_vs_tb.threshold') AS pn_threshold,
-    json_extract(rep.result_json, '$.notes') AS notes,
-    COALESCE(rep.path, first.path) AS header_path,
-    COALESCE(d.d_pending, 0) AS d_pending, COALESCE(d.d_delivered, 0) AS d_delivered,
-    COALESCE(d.d_dead, 0) AS d_dead, CASE
-      WHEN p.pending > 0 THEN '{StudyStatus.QUEUED}'
-      WHEN p.report_failed THEN '{StudyStatus.REPORT_FAILED}'
-      WHEN COALESCE(d.d_dead, 0) > 0 THEN '{StudyStatus.DEAD_LETTER}'
-      WHEN p.classified > 0 AND d.d_delivered > 0 AND d.d_pending = 0 THEN '{StudyStatus.DELIVERED}'
-      WHEN p.classified > 0 THEN '{StudyStatus.CLASSIFIED}'
-      WHEN p.failed > 0 THEN '{StudyStatus.FAILED}'
-      ELSE '{StudyStatus.SKIPPED}' END AS status
-  FROM per_study p LEFT JOIN deliveries d ON d.study_uid = p.study_uid
-    LEFT JOIN instances rep ON rep.id = p.rep_id JOIN instances first ON first.id = p.first_id
-)
-SELECT study_uid, status, images, classified, skipped, failed, tb_score, finding, reason,
-       first_received, last_received, reported_at, d_pending, d_delivered, d_dead,
-       tb_threshold, pn_score, pn_threshold, notes, header_path
-FROM with_status
-"""
-
-_ORDER: Final = {
-    StudySort.NEWEST: " ORDER BY last_received DESC, study_uid",
-    StudySort.TB_SCORE: " ORDER BY tb_score IS NULL, tb_score DESC, last_received DESC",
-}
-
-
-def _where(query: StudyQuery) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    args: list[object] = []
-    if query.status is not None:
-        clauses.append("status = ?")
-        args.append(query.status.value)
-    if query.finding is not None:
-        clauses.append("finding = ?")
-        args.append(query.finding)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
-
-
-def _summary_sql(journal: Journal) -> str:
-    """The summary query, joined with the outbox when its table exists in the journal database."""
-    found = journal.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                          (OUTBOX_TABLE,))
-    return _SUMMARY_SQL.format(deliveries=_DELIVERIES_SQL if found else _NO_DELIVERIES_SQL,
-                               InstanceState=InstanceState, StudyStatus=StudyStatus)
-
-
 def list_studies(journal: Journal, query: StudyQuery) -> tuple[list[StudySummary], int]:
     """One page of studies and the number of studies matching the filters."""
-    where, args = _where(query)
-    sql = _summary_sql(journal)
-    total_rows = journal.query(f"SELECT COUNT(*) FROM ({sql}{where})", tuple(args))
     offset = (query.page - 1) * query.page_size
-    rows = journal.query(f"{sql}{where}{_ORDER[query.sort]} LIMIT ? OFFSET ?",
-                         (*args, query.page_size, offset))
-    return [_summary(row) for row in rows], int(str(total_rows[0][0]))
+    rows, total = store.summary_page(journal, query.status, query.finding, query.sort,
+                                     query.page_size, offset)
+    return [_summary(row) for row in rows], total
 
 
 def study_summary(journal: Journal, study_uid: str) -> StudySummary | None:
-    rows = journal.query(f"{_summary_sql(journal)} WHERE study_uid = ?", (study_uid,))
-    return _summary(rows[0]) if rows else None
+    row = store.summary_row(journal, study_uid)
+    return None if row is None else _summary(row)
 
 
 def _summary(row: tuple[object, ...]) -> StudySummary:
     (uid, status, images, classified, skipped, failed, tb_score, finding, reason, first,
-     last, reported, d_pending, d_delivered, d_dead, tb_threshold, pn_score, pn_threshold,
-     notes, header_path) = row
+     last, reported, d_pending, d_delivered, d_dead, result_json, header_path) = row
+    tb_threshold, pn_score, pn_threshold, notes = _result_fields(result_json)
     return StudySummary(
         study_uid=str(uid), status=StudyStatus(str(status)), images=_int(images),
         classified=_int(classified), skipped=_int(skipped), failed=_int(failed),
@@ -237,15 +143,21 @@ def _impression(tb_score: float | None, tb_threshold: float | None, pn_score: fl
     return impression_from_scores(tb_score, tb_threshold, pn_score, pn_threshold).text
 
 
-def _notes(value: object) -> tuple[str, ...]:
-    """The JSON array of notes stored with a result (none in rows from before notes were kept)."""
-    if value is None:
-        return ()
+def _result_fields(result_json: object) -> tuple[object, object, object, object]:
+    """TB threshold, pneumonia score and threshold, notes of the representative result."""
     try:
-        loaded = json.loads(str(value))
+        loaded = json.loads(str(result_json)) if result_json is not None else {}
     except ValueError:
-        return ()
-    return tuple(str(n) for n in loaded) if isinstance(loaded, list) else ()
+        loaded = {}
+    loaded = loaded if isinstance(loaded, dict) else {}
+    tb, pn = (loaded.get(key) for key in ("tb_vs_normal", "pneumonia_vs_tb"))
+    tb, pn = (part if isinstance(part, dict) else {} for part in (tb, pn))
+    return tb.get("threshold"), pn.get("score"), pn.get("threshold"), loaded.get("notes")
+
+
+def _notes(value: object) -> tuple[str, ...]:
+    """The list of notes stored with a result (none in rows from before notes were kept)."""
+    return tuple(str(n) for n in value) if isinstance(value, list) else ()
 
 
 PATIENT_TAGS: Final = ("SpecificCharacterSet", "PatientID", "PatientName", "AccessionNumber",
@@ -307,14 +219,12 @@ def _float(value: object) -> float | None:
 
 def skip_reasons(journal: Journal) -> list[str]:
     """The recorded reason of every skipped instance (for per-reason counters)."""
-    rows = journal.query("SELECT reason FROM instances WHERE state = ?", (InstanceState.SKIPPED,))
-    return [str(r[0]) for r in rows if r[0] is not None]
+    return store.skip_reasons(journal)
 
 
 def reported_studies(journal: Journal) -> int:
     """How many studies were handed to the results stage at least once."""
-    rows = journal.query("SELECT COUNT(*) FROM studies WHERE reported_at IS NOT NULL")
-    return _int(rows[0][0])
+    return store.reported_studies(journal)
 
 
 def duration_buckets(journal: Journal, bounds: tuple[float, ...]) -> dict[str, tuple[list[int], float]]:
@@ -324,16 +234,9 @@ def duration_buckets(journal: Journal, bounds: tuple[float, ...]) -> dict[str, t
     ``classification``: claimed to finished (read, gate, decode, both models, heatmap).
     Returns ``{stage: ([count <= bound for each bound] + [total], sum)}``.
     """
-    cases = ", ".join(f"SUM(d <= {float(b)!r})" for b in bounds)
-    stages = {"queue_wait": "j.claimed_at - i.received_at",
-              "classification": "i.updated_at - j.claimed_at"}
     out: dict[str, tuple[list[int], float]] = {}
-    for stage, expr in stages.items():
-        rows = journal.query(
-            f"SELECT {cases}, COUNT(d), TOTAL(d) FROM (SELECT {expr} AS d FROM jobs j"
-            " JOIN instances i ON i.id = j.instance_id WHERE j.state = ?"
-            " AND j.claimed_at IS NOT NULL)", (JobState.DONE,))
-        values = rows[0]
+    for stage in store.STAGES:
+        values = store.stage_buckets(journal, stage, bounds)
         out[stage] = ([_int(v) for v in values[:-1]], float(str(values[-1])))
     return out
 
@@ -345,8 +248,7 @@ def probe_writable(journal: Journal) -> str | None:
     no row is refused by a read-only database without changing anything.
     """
     try:
-        with journal.transaction() as db:
-            db.execute("UPDATE studies SET revision = revision WHERE 0")
+        store.probe_write(journal)
     except JournalError as err:
         return str(err)
     return None

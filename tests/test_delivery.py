@@ -38,8 +38,8 @@ def _item(uid: str = "1.2.3.4", revision: int = 1, kind: Kind = Kind.SR,
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    box = Outbox(tmp_path / "journal.sqlite")
+def outbox(database: Path | str) -> Iterator[Outbox]:
+    box = Outbox(database)  # SQLite and PostgreSQL (tests/conftest.py)
     yield box
     box.close()
 
@@ -89,11 +89,11 @@ def test_delivered_rows_are_never_due_again(outbox: Outbox) -> None:
     assert outbox.counts()[RowState.DELIVERED] == 1
 
 
-def test_rows_survive_a_restart(tmp_path: Path) -> None:
-    first = Outbox(tmp_path / "j.sqlite")
+def test_rows_survive_a_restart(database: Path | str) -> None:
+    first = Outbox(database)
     first.enqueue([_item()], now=T0)
     first.close()
-    reopened = Outbox(tmp_path / "j.sqlite")
+    reopened = Outbox(database)
     assert [r.object_uid for r in reopened.due(T0)] == ["1.2.3.4"]
     reopened.close()
 

@@ -144,8 +144,8 @@ class RecordingSender:
         return None
 
 
-def test_wake_sends_queued_rows_without_waiting_for_the_poll(tmp_path: Path) -> None:
-    outbox, stop, sender = Outbox(tmp_path / "journal.sqlite"), threading.Event(), RecordingSender()
+def test_wake_sends_queued_rows_without_waiting_for_the_poll(database: Path | str) -> None:
+    outbox, stop, sender = Outbox(database), threading.Event(), RecordingSender()
     dispatcher = Dispatcher(outbox, {Channel.DICOM: sender}, ONE_ATTEMPT, stop, poll_s=60.0)
     dispatcher.start()
     try:

@@ -279,8 +279,8 @@ class FuzzPeer:
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    box = Outbox(tmp_path / "journal.sqlite")
+def outbox(database: Path | str) -> Iterator[Outbox]:
+    box = Outbox(database)  # SQLite and PostgreSQL (tests/conftest.py)
     yield box
     box.close()
 

@@ -1,4 +1,4 @@
-"""The journal and job queue (SQLite) and the spool, as pure units on a temp folder."""
+"""The journal and job queue (SQLite and PostgreSQL) and the spool, as pure units on a temp folder."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def new(sop: str, study: str = "1.2.3", path: Path = Path("/x.dcm")) -> NewInsta
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "db" / "journal.sqlite")
+def journal(database: Path | str) -> Journal:
+    return Journal(database)  # SQLite and PostgreSQL (tests/conftest.py)
 
 
 def test_instance_is_recorded_once_with_one_job(journal: Journal) -> None:
@@ -47,8 +47,8 @@ def test_jobs_are_claimed_oldest_first_and_finished(journal: Journal) -> None:
     assert records["1.3"].state is InstanceState.FAILED
 
 
-def test_crash_while_classifying_requeues_on_restart(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite"
+def test_crash_while_classifying_requeues_on_restart(database: Path | str) -> None:
+    path = database
     before = Journal(path)
     before.add_instance(new("1.1"))
     assert before.claim_job("w1") is not None  # then the process dies: no close, no finish

@@ -46,8 +46,8 @@ class RecordingSink:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "journal.sqlite")
+def journal(database: Path | str) -> Journal:
+    return Journal(database)  # SQLite and PostgreSQL (tests/conftest.py)
 
 
 def _two_patients(journal: Journal, folder: Path) -> float:
@@ -60,15 +60,15 @@ def _two_patients(journal: Journal, folder: Path) -> float:
     return journal.study_instances(STUDY)[-1].received_at
 
 
-def _outbox_sink(tmp_path: Path) -> OutboxSink:
-    return OutboxSink(Outbox(tmp_path / "journal.sqlite"), IDENTITY, tmp_path / "results",
+def _outbox_sink(journal: Journal, tmp_path: Path) -> OutboxSink:
+    return OutboxSink(journal.open_sibling(Outbox), IDENTITY, tmp_path / "results",
                       ["pacs"], [], heatmap=False)
 
 
 def test_unbuildable_report_ends_report_failed_after_max_attempts(
         journal: Journal, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     last = _two_patients(journal, tmp_path)
-    aggregator = Aggregator(journal, _outbox_sink(tmp_path), 1.0, threading.Event(),
+    aggregator = Aggregator(journal, _outbox_sink(journal, tmp_path), 1.0, threading.Event(),
                             policy=POLICY)
     caplog.set_level(logging.INFO, logger="dicom_node.aggregation")
     now = last + 5
@@ -93,7 +93,7 @@ def test_unbuildable_report_ends_report_failed_after_max_attempts(
 
 def test_retry_reports_and_a_grown_study_try_again(journal: Journal, tmp_path: Path) -> None:
     last = _two_patients(journal, tmp_path)
-    aggregator = Aggregator(journal, _outbox_sink(tmp_path), 1.0, threading.Event(),
+    aggregator = Aggregator(journal, _outbox_sink(journal, tmp_path), 1.0, threading.Event(),
                             policy=ReportPolicy(max_attempts=1))
     aggregator.run_once(now=last + 5)
     assert [f.study_uid for f in journal.report_failures()] == [STUDY]

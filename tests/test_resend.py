@@ -96,8 +96,8 @@ def _new(sop: str, path: Path, digest: str, study: str = "1.2.3") -> NewInstance
     return NewInstance(sop, "1.2.840.10008.5.1.4.1.1.1", study, study + ".1", "PACS", path, digest)
 
 
-def test_replacement_voids_the_job_a_worker_still_holds(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "journal.sqlite")
+def test_replacement_voids_the_job_a_worker_still_holds(tmp_path: Path, database: Path | str) -> None:
+    journal = Journal(database)
     try:
         assert journal.admit_instance(_new("1.1", tmp_path / "a.dcm", "aa")).outcome is Admission.ADDED
         old_job = journal.claim_job("worker-1")

@@ -71,7 +71,8 @@ def test_not_ready_names_each_reason(tmp_path: Path, filled: Filled) -> None:
     starved = settings.model_copy(update={"storage": settings.storage.model_copy(
         update={"min_free_mb": 10**9})})
     journal = Journal(tmp_path / "read-only.sqlite")
-    journal._db.execute("PRAGMA query_only = ON")  # what a read-only database answers
+    with journal.engine.connect() as conn:  # SQLite's one connection: what a read-only file answers
+        conn.exec_driver_sql("PRAGMA query_only = ON")
     app = create_app(starved, None, journal, engine_error="model.json not found")
     with TestClient(app, client=LOCAL) as c:
         answer = c.get("/readyz")

@@ -34,7 +34,7 @@ def engine(models: Path) -> InferenceEngine:
 
 
 def _client(settings: Settings, engine: InferenceEngine) -> TestClient:
-    journal = Journal(settings.path(settings.storage.database))
+    journal = Journal(settings.database_target())
     return TestClient(create_app(settings, engine, journal, registry=CollectorRegistry()),
                       client=LOCAL)
 

@@ -90,8 +90,8 @@ def drain(journal: Journal, predictor: ScriptedPredictor, max_attempts: int = 3)
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "journal.sqlite")
+def journal(database: Path | str) -> Journal:
+    return Journal(database)  # SQLite and PostgreSQL (tests/conftest.py)
 
 
 def test_frontal_chest_is_classified_and_others_skipped(journal: Journal, tmp_path: Path) -> None:

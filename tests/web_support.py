@@ -104,7 +104,7 @@ class Filled:
 
 def fill(folder: Path, settings: Settings, engine: InferenceEngine) -> Filled:
     """Four studies in every state, the outbox rows of the two classified ones."""
-    journal = Journal(settings.path(settings.storage.database))
+    journal = Journal(settings.database_target())
     spool = settings.path(settings.storage.spool_dir)
     for n, (study, side) in enumerate(((STUDY_A, 512), (STUDY_A, 384), (STUDY_B, 448))):
         receive(journal, spool, make_chest(study_uid=study, series_uid=f"{study}.1",

@@ -54,7 +54,7 @@ def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *
                refusals: Refusals | None = None,
                manual_dir: Path = SITE_DIR) -> FastAPI:
     """The app for one running gateway; ``engine`` is ``None`` when the models failed to load."""
-    if outbox is not None and outbox.path.resolve() != journal.path.resolve():
+    if outbox is not None and not outbox.same_database(journal):
         raise ValueError(f"outbox: expected the table in the journal database {journal.path}, "
                          f"got {outbox.path}")
     if max_upload_bytes is None:

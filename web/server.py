@@ -72,7 +72,7 @@ def start_web(settings: Settings, journal: Journal, engine: Predictor | None = N
     """
     owns_outbox = outbox is None
     try:
-        outbox = Outbox(journal.path) if outbox is None else outbox
+        outbox = journal.open_sibling(Outbox) if outbox is None else outbox
     except OutboxError as err:
         raise WebStartError(str(err)) from err
     engine, error = (engine, None) if engine is not None else load_engine(settings)
