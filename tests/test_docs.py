@@ -156,3 +156,12 @@ def test_configure_shows_each_default() -> None:
 def test_readme_stays_a_quick_start() -> None:
     lines = (ROOT / "README.md").read_text("utf-8").splitlines()
     assert len(lines) < README_MAX_LINES, f"README.md has {len(lines)} lines; move detail into docs/"
+
+
+def test_every_metric_the_manual_names_is_exported() -> None:
+    exported = (ROOT / "web" / "metrics.py").read_text("utf-8")
+    named = {m for page in _pages() for m in re.findall(r"cxr_gateway_[a-z_]+", page.read_text("utf-8"))}
+    assert named, "the manual names no metric"
+    for metric in sorted(named):
+        base = re.sub(r"_(total|bucket|sum|count)$", "", metric)
+        assert f'"{base}"' in exported, f"{metric} is named in docs/ but web/metrics.py has no {base}"
