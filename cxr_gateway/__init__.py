@@ -1,3 +1,5 @@
 """CXR gateway: the ``cxr-gateway`` entry point that wires the parts together."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("cxr-gateway")  # pyproject.toml's, as installed

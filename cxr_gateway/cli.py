@@ -18,7 +18,8 @@ from cxr_gateway import __version__, log_privacy
 COMMAND_MODULES = (
     "training.cli",  # train, evaluate, export
     "inference.cli",  # predict
-    "dicom_node.cli",  # serve, check-config, echo, status
+    "cxr_gateway.serve",  # serve, status (the whole process assembled)
+    "dicom_node.cli",  # check-config, echo
     "delivery.cli",  # retry
     "storage.cli",  # db upgrade, db version
 )

@@ -1,4 +1,8 @@
-"""Subcommands of the DICOM node: ``serve``, ``check-config``, ``echo``, ``status``.
+"""Subcommands of the DICOM node: ``check-config`` and ``echo``.
+
+``serve`` and ``status`` assemble every part (node, workers, delivery, web) and
+live in :mod:`cxr_gateway.serve`, the package that owns the entry point, so that
+no package imports the one that assembles it (issue 22).
 
 Exit codes: 0 success, 1 the operation failed (peer did not answer), 2 the
 configuration or the environment is unusable.
@@ -7,28 +11,18 @@ configuration or the environment is unusable.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import signal
 import sys
-import threading
-import time
-from dataclasses import asdict
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
-from delivery.report import outbox_report
 from dicom_node.echo import EchoError, Peer, send_echo
-from dicom_node.errors import JournalError, NodeError, StartupError
-from dicom_node.journal import Journal
+from dicom_node.errors import NodeError
 from dicom_node.preflight import check_environment
-from dicom_node.service import Gateway, start_gateway
 
 if TYPE_CHECKING:
-    from delivery.service import Delivery
-    from web.server import WebServer
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +32,6 @@ _FLAG_KEYS = {"port": "dicom.port", "ae_title": "dicom.ae_title", "bind": "dicom
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = subparsers.add_parser("serve", help="run the DICOM node (SCP, workers)")
-    _config_args(serve)
-    serve.add_argument("--port", type=int, help="dicom.port")
-    serve.add_argument("--ae-title", help="dicom.ae_title")
-    serve.add_argument("--bind", help="dicom.bind_address")
-    serve.add_argument("--workers", type=int, help="inference.workers")
-    serve.set_defaults(func=cmd_serve)
-
     check = subparsers.add_parser("check-config", help="explain every bad setting")
     _config_args(check)
     check.set_defaults(func=cmd_check_config)
@@ -58,12 +44,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     echo.add_argument("--aet", help="peer AE title (instead of NAME)")
     echo.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     echo.set_defaults(func=cmd_echo)
-
-    status = subparsers.add_parser("status", help="queue counts and recent results")
-    _config_args(status)
-    status.add_argument("--limit", type=int, default=10, help="recent instances to show")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=cmd_status)
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -99,77 +79,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    if not getattr(args, "verbose", False):  # one line per instance from us is enough
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    try:
-        settings = _settings(args)
-    except ConfigError as err:
-        log.error("%s", err)
-        return EXIT_CONFIG
-    errors, warnings = check_environment(settings)
-    for warning in warnings:
-        log.warning("%s", warning)
-    if errors:
-        log.error("cannot start:\n  %s", "\n  ".join(errors))
-        return EXIT_CONFIG
-    stop = threading.Event()
-    _on_signals(stop)
-    delivery = _start_delivery(settings)  # results outbox and dispatcher (issue 4)
-    if delivery is None:
-        return EXIT_CONFIG
-    try:
-        gateway = start_gateway(settings, sink=delivery.sink)
-    except StartupError as err:
-        log.error("cannot start: %s", err)
-        delivery.stop()
-        return EXIT_CONFIG
-    web = _start_web(settings, gateway, delivery)  # web console and REST API (issue 5, see web/server.py)
-    if web is None:
-        gateway.stop()
-        delivery.stop()
-        return EXIT_CONFIG
-    stop.wait()
-    web.stop()
-    gateway.stop()
-    delivery.stop()
-    return EXIT_OK
-
-
-def _start_delivery(settings: Settings) -> Delivery | None:
-    """Hook for issue 4: outbox, result sink and dispatcher; ``None`` (logged) when unusable."""
-    from delivery.outbox import OutboxError
-    from delivery.service import start_delivery
-
-    try:
-        return start_delivery(settings)
-    except OutboxError as err:
-        log.error("cannot start: %s", err)
-        return None
-
-
-def _start_web(settings: Settings, gateway: Gateway, delivery: Delivery) -> WebServer | None:
-    """Hook for issue 5: the web app next to the SCP; ``None`` (logged) when it cannot listen."""
-    from web.server import WebStartError, start_web
-
-    try:
-        engine = gateway.pipeline.predictor if gateway.pipeline is not None else None
-        return start_web(settings, gateway.journal, engine, delivery.outbox,
-                         gateway.server.admission.refusals)
-    except WebStartError as err:
-        log.error("cannot start: %s", err)
-        return None
-
-
-def _on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def cmd_echo(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
@@ -196,48 +105,3 @@ def _peer(args: argparse.Namespace, settings: Settings) -> Peer:
     if args.host and args.port and args.aet:
         return Peer(args.aet, args.host, args.port)
     raise NodeError("echo: give a destination NAME, or --host, --port and --aet")
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        settings = _settings(args)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return EXIT_CONFIG
-    db_path, password = settings.database_target(), settings.database_password()
-    if isinstance(db_path, Path) and not db_path.is_file():
-        print(f"no journal at {db_path} yet (storage.database): nothing received")
-        return EXIT_OK
-    try:
-        journal = Journal(db_path, password=password)
-    except JournalError as err:
-        print(err, file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        counts = {str(k): v for k, v in journal.counts().items()}
-        recent = journal.recent(args.limit)
-        report_failures = journal.report_failures(args.limit)
-    finally:
-        journal.close()
-    outbox = outbox_report(db_path, args.limit, password)  # deliveries and dead letters (issue 4)
-    if args.json:
-        rows = [{"sop_instance_uid": r.sop_instance_uid, "study_uid": r.study_uid,
-                 "state": str(r.state), "reason": r.reason, "result": r.result_json and
-                 json.loads(r.result_json)} for r in recent]
-        failed = [asdict(f) for f in report_failures]
-        print(json.dumps({"counts": counts, "recent": rows, "outbox": outbox.as_json(),
-                          "report_failures": failed}, indent=2))
-        return EXIT_OK
-    print("queue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for r in recent:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.received_at))
-        result = json.loads(r.result_json) if r.result_json else None
-        detail = (f"{result['finding']} TB {result['tb_vs_normal']['score']:.3f}" if result
-                  else r.reason or "")
-        print(f"  {when}  {r.state:<11} {r.sop_instance_uid}  {detail}")
-    print("\n".join(outbox.lines()))
-    if report_failures:
-        print("reports failed (try again with: cxr-gateway retry --reports [STUDY_UID ...]):")
-    for f in report_failures:
-        print(f"  study {f.study_uid} revision {f.revision}  {f.attempts} attempt(s)  {f.reason}")
-    return EXIT_OK

@@ -14,15 +14,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib.metadata import version
 from typing import Final
 
 from highdicom import ContributingEquipment
 from pydicom.uid import PYDICOM_ROOT_UID, UID, generate_uid
 
-from cxr_gateway import __version__
 from inference.own_outputs import GATEWAY_MANUFACTURER
 from inference.results import ClassifierScore, Prediction
 from results.codes import PROCESSING_EQUIPMENT
+
+__version__: Final = version("cxr-gateway")
+"""pyproject's version (read from the installed metadata: this package does not import
+``cxr_gateway``, which assembles it)."""
 
 MAX_ROOT_LENGTH: Final = 40
 """Longest UID root accepted: leaves at least 24 digits of hash (PS3.5 9.1 allows 64 in all)."""

@@ -25,6 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from cxr_gateway.cli import main
 from dicom_node import cli
 from dicom_node.status import StoreStatus
 from inference.pixels import dicom_to_gray
@@ -213,11 +214,11 @@ def test_status_command_shows_counts_and_recent(gateway: GatewayProcess,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     ds = chest()
     assert store(gateway.port, [ds]) == [StoreStatus.SUCCESS]
-    assert _cli(["status", "--config", str(gateway.config_path), "--json"]) == 0
+    assert main(["status", "--config", str(gateway.config_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["counts"]["queued"] >= 1
     assert ds.SOPInstanceUID in [r["sop_instance_uid"] for r in report["recent"]]
-    assert _cli(["status", "--config", str(gateway.config_path)]) == 0
+    assert main(["status", "--config", str(gateway.config_path)]) == 0
     assert "queue: queued" in capsys.readouterr().out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Final
 
@@ -22,7 +23,6 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from config.schema import Settings
-from cxr_gateway import __version__
 from delivery.outbox import Outbox
 from dicom_node.admission import Refusals
 from dicom_node.journal import Journal
@@ -68,7 +68,7 @@ def create_app(settings: Settings, engine: Predictor | None, journal: Journal, *
                      access=Access(settings.web.auth_token), renderings=renderings or RenderingCache(),
                      registry=registry, api_metrics=ApiMetrics(registry), outbox=outbox,
                      max_upload_bytes=max_upload_bytes)
-    app = FastAPI(title="CXR gateway", version=__version__,
+    app = FastAPI(title="CXR gateway", version=version("cxr-gateway"),
                   description="Chest radiograph classification gateway: REST API and console. "
                               "Decision support, not a diagnosis.",
                   docs_url=None, redoc_url=None, openapi_url=None)  # _api_docs: behind access
