@@ -53,6 +53,10 @@ def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # An earlier test in this process may have run ``main`` (which captures warnings and
+    # never releases them); release first, or captureWarnings(True) is a no-op and the
+    # warning goes to pytest's per-test recorder instead of the logging system.
+    logging.captureWarnings(False)
     install([handler])
     root = logging.getLogger()
     root.addHandler(handler)
