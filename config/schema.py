@@ -177,6 +177,10 @@ class StorageSettings(_Section):
     lease_s: Seconds = Field(
         default=60.0, description="a job, study report or delivery held by a node that stopped "
                                   "renewing it for this long is taken over by another node")
+    node_name: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="this node's name in a shared database (default: host name:DICOM port); "
+                    "keep it when the node restarts, so it takes back its own work at once")
 
     @model_validator(mode="before")
     @classmethod
@@ -434,6 +438,12 @@ class Settings(_Section):
         """``storage.database``: the PostgreSQL URL, or the SQLite file made absolute."""
         db = self.storage.database
         return db if isinstance(db, str) else self.path(db)
+
+    def node_name(self) -> str:
+        """``storage.node_name``, or host name and DICOM port (unique per machine)."""
+        import socket
+
+        return self.storage.node_name or f"{socket.gethostname()}:{self.dicom.port}"
 
     def database_password(self) -> str | None:
         """The PostgreSQL password from ``storage.password_file`` or ``storage.password_env``."""

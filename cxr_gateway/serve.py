@@ -31,6 +31,7 @@ from dicom_node.errors import JournalError, StartupError
 from dicom_node.journal import Journal
 from dicom_node.preflight import check_environment
 from dicom_node.service import Gateway, start_gateway
+from storage.nodes import Heartbeat, NodeStatus, nodes
 from web.server import WebServer, WebStartError, start_web
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gateway.stop()
         delivery.stop()
         return EXIT_CONFIG
+    heartbeat = Heartbeat(gateway.journal, settings.node_name(), settings.storage.lease_s,
+                          threading.Event())
+    heartbeat.start()  # renews this node's leases; `cxr-gateway status` lists the node
     stop.wait()
+    heartbeat.stop.set()
     web.stop()
     gateway.stop()
     delivery.stop()
@@ -137,6 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts = {str(k): v for k, v in journal.counts().items()}
         recent = journal.recent(args.limit)
         report_failures = journal.report_failures(args.limit)
+        node_rows = nodes(journal)
     finally:
         journal.close()
     outbox = outbox_report(db_path, args.limit, password)  # deliveries and dead letters (issue 4)
@@ -146,9 +152,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                  json.loads(r.result_json)} for r in recent]
         failed = [asdict(f) for f in report_failures]
         print(json.dumps({"counts": counts, "recent": rows, "outbox": outbox.as_json(),
-                          "report_failures": failed}, indent=2))
+                          "report_failures": failed,
+                          "nodes": [asdict(n) for n in node_rows]}, indent=2))
         return EXIT_OK
     print("queue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for line in _node_lines(node_rows, settings.storage.lease_s):
+        print(line)
     for r in recent:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.received_at))
         result = json.loads(r.result_json) if r.result_json else None
@@ -161,3 +170,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for f in report_failures:
         print(f"  study {f.study_uid} revision {f.revision}  {f.attempts} attempt(s)  {f.reason}")
     return EXIT_OK
+
+
+def _node_lines(rows: list[NodeStatus], lease_s: float, now: float | None = None) -> list[str]:
+    """One line per node: name, last heartbeat (and whether its leases ran out), what it holds."""
+    now = time.time() if now is None else now
+    lines = ["nodes:"] if rows else []
+    for n in rows:
+        age = now - n.heartbeat_at
+        state = "alive" if age <= lease_s else "silent: its work is taken over"
+        lines.append(f"  {n.name:<24} last heartbeat {age:.0f} s ago ({state})  jobs {n.jobs},"
+                     f" reports {n.reports}, deliveries {n.deliveries}")
+    return lines

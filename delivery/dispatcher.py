@@ -84,7 +84,10 @@ class Lane(threading.Thread):
         return delivered
 
     def attempt(self, row: OutboxRow, now: float | None = None) -> int:
-        """Send one row and record the outcome; 1 when delivered, else 0."""
+        """Send one row and record the outcome; 1 when delivered, else 0 (also when another
+        node holds the row: each (revision, destination) is sent by one node at a time)."""
+        if not self.outbox.claim(row.id, now):
+            return 0
         try:
             self.sender.send(row)
         except DeliveryError as err:

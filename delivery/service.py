@@ -97,7 +97,9 @@ class Delivery:
 
 def start_delivery(settings: Settings) -> Delivery:
     """Open the outbox, build the sink and start the dispatcher (pending rows resume)."""
-    outbox = Outbox(settings.database_target(), password=settings.database_password())
+    outbox = Outbox(settings.database_target(), password=settings.database_password(),
+                    node=settings.node_name(), lease_s=settings.storage.lease_s,
+                    results_root=settings.path(settings.storage.results_dir))
     stop = threading.Event()
     dispatcher = Dispatcher(outbox, senders(settings), delivery_policy(settings), stop,
                             settings.delivery.poll_interval_s, lanes(settings))

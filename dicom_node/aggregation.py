@@ -222,6 +222,8 @@ class Aggregator(threading.Thread):
         for study_uid, revision in self.journal.due_studies(self.quiet_period_s, now):
             if self.pause is not None:
                 self.pause()
+            if not self.journal.claim_study(study_uid, revision, now):
+                continue  # another node reports it (or did meanwhile)
             deliver = self._delivery(study_uid, revision)
             if deliver is not None and not self._hand_over(study_uid, revision, deliver, now):
                 continue

@@ -108,7 +108,9 @@ def start_gateway(settings: Settings, sink: ResultSink | None = None,
     spool = Spool(settings.path(settings.storage.spool_dir), settings.storage.min_free_mb * 2**20)
     try:
         spool.ensure()
-        journal = Journal(settings.database_target(), password=settings.database_password())
+        journal = Journal(settings.database_target(), password=settings.database_password(),
+                          node=settings.node_name(), lease_s=settings.storage.lease_s,
+                          spool_root=spool.root)
     except OSError as err:
         raise StartupError(f"storage.spool_dir ({spool.root}): cannot create ({err})") from err
     except PersistError as err:

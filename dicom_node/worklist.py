@@ -109,15 +109,15 @@ def list_studies(journal: Journal, query: StudyQuery) -> tuple[list[StudySummary
     offset = (query.page - 1) * query.page_size
     rows, total = store.summary_page(journal, query.status, query.finding, query.sort,
                                      query.page_size, offset)
-    return [_summary(row) for row in rows], total
+    return [_summary(row, journal) for row in rows], total
 
 
 def study_summary(journal: Journal, study_uid: str) -> StudySummary | None:
     row = store.summary_row(journal, study_uid)
-    return None if row is None else _summary(row)
+    return None if row is None else _summary(row, journal)
 
 
-def _summary(row: tuple[object, ...]) -> StudySummary:
+def _summary(row: tuple[object, ...], journal: Journal) -> StudySummary:
     (uid, status, images, classified, skipped, failed, tb_score, finding, reason, first,
      last, reported, d_pending, d_delivered, d_dead, result_json, header_path) = row
     tb_threshold, pn_score, pn_threshold, notes = _result_fields(result_json)
@@ -130,7 +130,7 @@ def _summary(row: tuple[object, ...]) -> StudySummary:
         deliveries_pending=_int(d_pending), deliveries_delivered=_int(d_delivered),
         deliveries_dead=_int(d_dead), tb_threshold=_float(tb_threshold),
         pneumonia_score=_float(pn_score), pneumonia_threshold=_float(pn_threshold),
-        notes=_notes(notes), patient=patient_columns(Path(str(header_path))),
+        notes=_notes(notes), patient=patient_columns(journal.local_path(header_path)),
         impression=_impression(_float(tb_score), _float(tb_threshold), _float(pn_score),
                                _float(pn_threshold)))
 

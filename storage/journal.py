@@ -22,8 +22,10 @@ gets a higher revision, so it is reported again.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -135,6 +137,28 @@ class Journal(Database):
     label = "journal"
     error: type[Exception] = JournalError
 
+    def __init__(self, target: str | Path, password: str | None = None, *,
+                 upgrade: bool | None = None, node: str | None = None, lease_s: float = 60.0,
+                 spool_root: Path | None = None) -> None:
+        """``node``: this node's name in claims (default: host and process id); a claim not
+        renewed for ``lease_s`` is taken over. Spool paths under ``spool_root`` are stored
+        relative to it, so every node sharing the spool reads them (issue 22)."""
+        super().__init__(target, password, upgrade)
+        self.node = node or default_node_name()
+        self.lease_s = lease_s
+        self.spool_root = spool_root
+
+    def stored_path(self, path: Path) -> str:
+        """How a spool path is recorded: relative to the spool root when under it."""
+        if self.spool_root is not None and path.is_relative_to(self.spool_root):
+            return str(path.relative_to(self.spool_root))
+        return str(path)
+
+    def local_path(self, stored: object) -> Path:
+        """A recorded spool path on this node (relative ones joined to the spool root)."""
+        path = Path(str(stored))
+        return path if path.is_absolute() or self.spool_root is None else self.spool_root / path
+
     def has_instance(self, sop_instance_uid: str) -> bool:
         return bool(self.query("SELECT 1 FROM instances WHERE sop_instance_uid = ?",
                                (sop_instance_uid,)))
@@ -166,16 +190,17 @@ class Journal(Database):
                 " calling_ae = ?, path = ?, sha256 = ?, received_at = ?, state = ?, reason = NULL,"
                 " tb_score = NULL, finding = NULL, result_json = NULL, heatmap_path = NULL,"
                 " replaced = replaced + 1, updated_at = ? WHERE id = ?",
-                (new.sop_class_uid, new.study_uid, new.series_uid, new.calling_ae, str(new.path),
-                 new.sha256, now, InstanceState.QUEUED, now, row[0]))
+                (new.sop_class_uid, new.study_uid, new.series_uid, new.calling_ae,
+                 self.stored_path(new.path), new.sha256, now, InstanceState.QUEUED, now, row[0]))
             # A new job id (above every id so far) voids the job a worker may still hold
             # for the old content.
             db.execute("UPDATE jobs SET id = ?, state = ?, attempts = 0, worker = NULL,"
-                       " claimed_at = NULL, last_error = NULL WHERE instance_id = ?",
+                       " claimed_at = NULL, claimed_by = NULL, lease_until = NULL,"
+                       " last_error = NULL WHERE instance_id = ?",
                        (_new_job_id(db), JobState.QUEUED, row[0]))
             for study_uid in {str(row[3]), new.study_uid}:
                 _touch_study(db, study_uid, now)
-        return Admitted(Admission.REPLACED, Path(str(row[2])))
+        return Admitted(Admission.REPLACED, self.local_path(row[2]))
 
     def add_instance(self, new: NewInstance) -> bool:
         """Record a received instance and queue its job; ``False`` if already known."""
@@ -187,7 +212,7 @@ class Journal(Database):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
                 (new.sop_instance_uid, new.sop_class_uid, new.study_uid, new.series_uid,
-                 new.calling_ae, str(new.path), now, InstanceState.QUEUED, now,
+                 new.calling_ae, self.stored_path(new.path), now, InstanceState.QUEUED, now,
                  new.sha256)).fetchone()
             if added is None:
                 return False
@@ -196,30 +221,33 @@ class Journal(Database):
             _touch_study(db, new.study_uid, now)
         return True
 
-    def claim_job(self, worker: str) -> Job | None:
-        """Take the oldest queued job (and count the attempt), or ``None``."""
+    def claim_job(self, worker: str, now: float | None = None) -> Job | None:
+        """Take the oldest queued job, or a running one whose lease ran out (its node stopped
+        renewing it), and count the attempt; ``None`` when there is none."""
+        now = time.time() if now is None else now
         with self.transaction() as db:
             row = db.execute(
                 "SELECT j.id, j.instance_id, i.sop_instance_uid, i.path, j.attempts FROM jobs j"
-                " JOIN instances i ON i.id = j.instance_id WHERE j.state = ? ORDER BY j.id LIMIT 1"
-                + _skip_locked(db, "j"), (JobState.QUEUED,)).fetchone()
+                " JOIN instances i ON i.id = j.instance_id WHERE j.state = ? OR (j.state = ?"
+                " AND j.lease_until < ?) ORDER BY j.id LIMIT 1" + _skip_locked(db, "j"),
+                (JobState.QUEUED, JobState.RUNNING, now)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, worker = ?,"
-                       " claimed_at = ? WHERE id = ?",
-                       (JobState.RUNNING, worker, time.time(), row[0]))
+                       " claimed_at = ?, claimed_by = ?, lease_until = ? WHERE id = ?",
+                       (JobState.RUNNING, worker, now, self.node, now + self.lease_s, row[0]))
             self._set_state(db, row[1], InstanceState.CLASSIFYING, None)
-        return Job(id=row[0], instance_id=row[1], sop_instance_uid=row[2], path=Path(row[3]),
-                   attempts=row[4] + 1)
+        return Job(id=row[0], instance_id=row[1], sop_instance_uid=row[2],
+                   path=self.local_path(row[3]), attempts=row[4] + 1)
 
     def finish_classified(self, job: Job, result: StoredResult) -> None:
         with self.transaction() as db:
-            if not _still_claimed(db, job):
+            if not self._still_claimed(db, job):
                 return
             db.execute("UPDATE instances SET tb_score = ?, finding = ?, result_json = ?,"
                        " heatmap_path = ? WHERE id = ?",
                        (result.tb_score, result.finding, result.result_json,
-                        None if result.heatmap_path is None else str(result.heatmap_path),
+                        None if result.heatmap_path is None else self.stored_path(result.heatmap_path),
                         job.instance_id))
             self._finish(db, job, InstanceState.CLASSIFIED, None)
 
@@ -234,28 +262,34 @@ class Journal(Database):
     def retry_later(self, job: Job, error: str) -> None:
         """Put a job back in the queue after a transient failure."""
         with self.transaction() as db:
-            if not _still_claimed(db, job):
+            if not self._still_claimed(db, job):
                 return
-            db.execute("UPDATE jobs SET state = ?, last_error = ? WHERE id = ?",
-                       (JobState.QUEUED, error, job.id))
+            db.execute("UPDATE jobs SET state = ?, last_error = ?, claimed_by = NULL,"
+                       " lease_until = NULL WHERE id = ?", (JobState.QUEUED, error, job.id))
             self._set_state(db, job.instance_id, InstanceState.QUEUED, error)
 
     def requeue_interrupted(self) -> int:
-        """Queue again every job a crash left running; returns how many."""
+        """Queue again every job a crash left running; returns how many.
+
+        SQLite has one node: every running job was this node's. A shared database
+        re-queues only the jobs of this node's name (a restart); other nodes' jobs
+        are taken over when their lease runs out (:meth:`claim_job`)."""
+        mine, args = ("", ()) if not self.shared else (" AND claimed_by = ?", (self.node,))
         with self.transaction() as db:
-            ids = [r[0] for r in db.execute("SELECT instance_id FROM jobs WHERE state = ?",
-                                            (JobState.RUNNING,))]
-            db.execute("UPDATE jobs SET state = ? WHERE state = ?",
-                       (JobState.QUEUED, JobState.RUNNING))
+            ids = [r[0] for r in db.execute("SELECT instance_id FROM jobs WHERE state = ?" + mine,
+                                            (JobState.RUNNING, *args))]
+            db.execute("UPDATE jobs SET state = ?, claimed_by = NULL, lease_until = NULL"
+                       " WHERE state = ?" + mine, (JobState.QUEUED, JobState.RUNNING, *args))
             for instance_id in ids:
                 self._set_state(db, instance_id, InstanceState.QUEUED, "interrupted, re-queued")
         return len(ids)
 
-    @staticmethod
-    def _finish(db: Tx, job: Job, state: InstanceState, reason: str | None) -> None:
-        """Record the outcome, unless a changed re-send replaced the job meanwhile."""
-        done = db.execute("UPDATE jobs SET state = ? WHERE id = ? AND state = ?",
-                          (JobState.DONE, job.id, JobState.RUNNING))
+    def _finish(self, db: Tx, job: Job, state: InstanceState, reason: str | None) -> None:
+        """Record the outcome, unless a changed re-send replaced the job meanwhile or another
+        node took it over (this node's lease ran out)."""
+        done = db.execute("UPDATE jobs SET state = ?, lease_until = NULL WHERE id = ? AND state = ?"
+                          " AND (claimed_by IS NULL OR claimed_by = ?)",
+                          (JobState.DONE, job.id, JobState.RUNNING, self.node))
         if done.rowcount:
             Journal._set_state(db, job.instance_id, state, reason)
 
@@ -279,15 +313,32 @@ class Journal(Database):
             " AND s.last_received <= ? AND NOT EXISTS (SELECT 1 FROM instances i"
             " WHERE i.study_uid = s.study_uid AND i.state IN (?, ?))"
             " AND s.revision > s.report_failed_revision AND (s.report_attempt_revision < s.revision"
-            " OR s.report_retry_at IS NULL OR s.report_retry_at <= ?) ORDER BY s.last_received",
-            (cutoff, InstanceState.QUEUED, InstanceState.CLASSIFYING, cutoff + quiet_period_s))
+            " OR s.report_retry_at IS NULL OR s.report_retry_at <= ?)"
+            " AND (s.claimed_by IS NULL OR s.claimed_by = ? OR s.lease_until < ?)"
+            " ORDER BY s.last_received",
+            (cutoff, InstanceState.QUEUED, InstanceState.CLASSIFYING, cutoff + quiet_period_s,
+             self.node, cutoff + quiet_period_s))
         return [(str(r[0]), int(str(r[1]))) for r in rows]
+
+    def claim_study(self, study_uid: str, revision: int, now: float | None = None) -> bool:
+        """Take the report of ``revision`` for this node: ``False`` when another node holds
+        it (lease still running) or it was reported meanwhile. Released by
+        :meth:`mark_reported` and :meth:`report_attempt_failed`."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            taken = db.execute(
+                "UPDATE studies SET claimed_by = ?, lease_until = ? WHERE study_uid = ?"
+                " AND reported_revision < ? AND (claimed_by IS NULL OR claimed_by = ?"
+                " OR lease_until < ?)",
+                (self.node, now + self.lease_s, study_uid, revision, self.node, now))
+        return bool(taken.rowcount)
 
     def mark_reported(self, study_uid: str, revision: int) -> None:
         with self.transaction() as db:
             db.execute("UPDATE studies SET reported_revision = CASE WHEN reported_revision > ?"
                        " THEN reported_revision ELSE ? END, reported_at = ?, report_attempts = 0,"
-                       " report_error = NULL, report_retry_at = NULL WHERE study_uid = ?",
+                       " report_error = NULL, report_retry_at = NULL, claimed_by = NULL,"
+                       " lease_until = NULL WHERE study_uid = ?",
                        (revision, revision, time.time(), study_uid))
 
     def report_attempt_failed(self, study_uid: str, revision: int, reason: str,
@@ -299,7 +350,8 @@ class Journal(Database):
             db.execute(
                 "UPDATE studies SET report_attempts = CASE WHEN report_attempt_revision = ?"
                 " THEN report_attempts + 1 ELSE 1 END, report_attempt_revision = ?,"
-                " report_error = ?, report_retry_at = ? WHERE study_uid = ?",
+                " report_error = ?, report_retry_at = ?, claimed_by = NULL, lease_until = NULL"
+                " WHERE study_uid = ?",
                 (revision, revision, reason, retry_at, study_uid))
             attempts = int(db.execute("SELECT report_attempts FROM studies WHERE study_uid = ?",
                                       (study_uid,)).fetchone()[0])
@@ -332,17 +384,17 @@ class Journal(Database):
     def study_instances(self, study_uid: str) -> list[InstanceRecord]:
         rows = self.query(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid = ?"
                           " ORDER BY received_at, id", (study_uid,))
-        return [_record(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     def instance(self, sop_instance_uid: str) -> InstanceRecord | None:
         rows = self.query(f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop_instance_uid = ?",
                           (sop_instance_uid,))
-        return _record(rows[0]) if rows else None
+        return self._record(rows[0]) if rows else None
 
     def recent(self, limit: int = 10) -> list[InstanceRecord]:
         rows = self.query(f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY updated_at DESC,"
                           " id DESC LIMIT ?", (limit,))
-        return [_record(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     def counts(self) -> dict[InstanceState, int]:
         rows = self.query("SELECT state, COUNT(*) FROM instances GROUP BY state")
@@ -350,13 +402,26 @@ class Journal(Database):
         return {s: found.get(s.value, 0) for s in InstanceState}
 
     def spool_paths(self) -> list[Path]:
-        return [Path(str(r[0])) for r in self.query("SELECT path FROM instances")]
+        return [self.local_path(r[0]) for r in self.query("SELECT path FROM instances")]
+
+    def _still_claimed(self, db: Tx, job: Job) -> bool:
+        """The job is still the running one of this node (a replacing re-send gives it a new
+        id; a node whose lease ran out lost it to another)."""
+        return db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = ? AND (claimed_by IS NULL"
+                          " OR claimed_by = ?)", (job.id, JobState.RUNNING, self.node)
+                          ).fetchone() is not None
+
+    def _record(self, row: tuple[object, ...]) -> InstanceRecord:
+        record = _record(row)
+        return replace(record, path=self.local_path(record.path), heatmap_path=None
+                       if record.heatmap_path is None else self.local_path(record.heatmap_path))
 
 
-def _still_claimed(db: Tx, job: Job) -> bool:
-    """The job is still the running one (a replacing re-send deletes it and queues a new one)."""
-    return db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = ?",
-                      (job.id, JobState.RUNNING)).fetchone() is not None
+
+
+def default_node_name() -> str:
+    """A node's name when none is set: host name and process id."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _touch_study(db: Tx, study_uid: str, now: float) -> None:

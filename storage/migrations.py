@@ -122,6 +122,22 @@ def _columns(table: str, columns: tuple[Column[object], ...]) -> Callable[[Tx], 
     return migrate
 
 
+NODES = MetaData()
+Table("nodes", NODES,
+      Column("name", Text, primary_key=True),
+      Column("host", Text, nullable=False),
+      Column("pid", Integer, nullable=False),
+      Column("started_at", Double, nullable=False),
+      Column("heartbeat_at", Double, nullable=False))
+
+
+def _leases(tx: Tx) -> None:
+    """Migration 5: who holds a job, a study report or a delivery, until when; the nodes."""
+    for table in ("jobs", "studies", "outbox"):
+        _columns(table, (Column("claimed_by", Text), Column("lease_until", Double)))(tx)
+    NODES.create_all(tx.conn, checkfirst=True)
+
+
 MIGRATIONS: Final[tuple[tuple[str, Callable[[Tx], None]], ...]] = (
     ("the first release's tables", _first),
     ("re-send columns of instances (issue 20 defect 8)", _columns("instances", (
@@ -135,6 +151,7 @@ MIGRATIONS: Final[tuple[tuple[str, Callable[[Tx], None]], ...]] = (
         Column("report_failed_revision", Integer, nullable=False, server_default="0")))),
     ("retry window of outbox rows (issue 20 defect 9)", _columns("outbox", (
         Column("failing_since", Double),))),
+    ("leases of jobs, studies and deliveries; nodes (issue 22)", _leases),
 )
 """(what it does, how) for versions 1, 2, ...; append only, never edit a released step."""
 

@@ -31,11 +31,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 
 from storage.database import Database
 from storage.errors import OutboxError
+from storage.journal import default_node_name
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,10 @@ _LANE_DUE = (
     f"SELECT {_COLUMNS} FROM outbox o WHERE o.state = ? AND o.channel = ? AND o.destination = ?"
     " AND o.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = o.state"
     " AND p.channel = o.channel AND p.destination = o.destination AND p.study_uid = o.study_uid"
-    " AND p.id < o.id) ORDER BY o.id LIMIT ?")
-"""Due rows of one lane, oldest first, each only once no older row of its study is pending."""
+    " AND p.id < o.id) AND (o.claimed_by IS NULL OR o.claimed_by = ? OR o.lease_until < ?)"
+    " ORDER BY o.id LIMIT ?")
+"""Due rows of one lane, oldest first, each only once no older row of its study is pending,
+and not held by another node whose lease is running."""
 
 
 class Channel(StrEnum):
@@ -130,6 +134,30 @@ class Outbox(Database):
     label = "outbox"
     error: type[Exception] = OutboxError
 
+    def __init__(self, target: str | Path, password: str | None = None, *,
+                 upgrade: bool | None = None, node: str | None = None, lease_s: float = 60.0,
+                 results_root: Path | None = None) -> None:
+        """``node`` and ``lease_s``: see :meth:`claim`. DICOM payloads (result files) under
+        ``results_root`` are stored relative to it, so any node sharing it can send them."""
+        super().__init__(target, password, upgrade)
+        self.node = node or default_node_name()
+        self.lease_s = lease_s
+        self.results_root = results_root
+
+    def _stored(self, item: NewDelivery) -> str:
+        path = Path(item.payload)
+        if (item.channel is Channel.DICOM and self.results_root is not None
+                and path.is_relative_to(self.results_root)):
+            return str(path.relative_to(self.results_root))
+        return item.payload
+
+    def _row(self, r: tuple[object, ...]) -> OutboxRow:
+        row = _row(r)
+        if row.channel is not Channel.DICOM or self.results_root is None:
+            return row
+        path = Path(row.payload)
+        return row if path.is_absolute() else replace(row, payload=str(self.results_root / path))
+
     def enqueue(self, items: Sequence[NewDelivery], now: float | None = None) -> int:
         """Queue ``items`` in one transaction; returns how many were new.
 
@@ -146,7 +174,7 @@ class Outbox(Database):
                     " destination, payload, state, next_attempt_at, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (item.study_uid, item.revision, item.kind, item.object_uid, item.channel,
-                     item.destination, item.payload, RowState.PENDING, now, now, now))
+                     item.destination, self._stored(item), RowState.PENDING, now, now, now))
                 added += cur.rowcount
                 db.execute(
                     "UPDATE outbox SET state = ?, updated_at = ? WHERE state = ? AND study_uid = ?"
@@ -161,14 +189,27 @@ class Outbox(Database):
         now = time.time() if now is None else now
         rows = self.query(f"SELECT {_COLUMNS} FROM outbox WHERE state = ? AND next_attempt_at <= ?"
                           " ORDER BY next_attempt_at, id LIMIT ?", (RowState.PENDING, now, limit))
-        return [_row(r) for r in rows]
+        return [self._row(r) for r in rows]
 
     def lane_due(self, channel: Channel, destination: str, now: float | None = None,
                  limit: int = 20) -> list[OutboxRow]:
         """Due rows of one lane in queue order, each once no older row of its study is pending."""
         now = time.time() if now is None else now
-        rows = self.query(_LANE_DUE, (RowState.PENDING, channel, destination, now, limit))
-        return [_row(r) for r in rows]
+        rows = self.query(_LANE_DUE, (RowState.PENDING, channel, destination, now, self.node, now,
+                                      limit))
+        return [self._row(r) for r in rows]
+
+    def claim(self, row_id: int, now: float | None = None) -> bool:
+        """Hold a pending row for this node while it is sent (issue 22): ``False`` when another
+        node holds it (its lease still running) or it is no longer pending. Released by
+        :meth:`mark_delivered` and :meth:`mark_failed`; a dead node's lease runs out."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            taken = db.execute(
+                "UPDATE outbox SET claimed_by = ?, lease_until = ? WHERE id = ? AND state = ?"
+                " AND (claimed_by IS NULL OR claimed_by = ? OR lease_until < ?)",
+                (self.node, now + self.lease_s, row_id, RowState.PENDING, self.node, now))
+        return bool(taken.rowcount)
 
     def lanes(self) -> list[tuple[Channel, str]]:
         """Every (channel, destination) with pending rows."""
@@ -202,7 +243,8 @@ class Outbox(Database):
         now = time.time() if now is None else now
         with self.transaction() as db:
             db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = NULL,"
-                       " failing_since = NULL, updated_at = ? WHERE id = ?",
+                       " failing_since = NULL, updated_at = ?, claimed_by = NULL, lease_until = NULL"
+                       " WHERE id = ?",
                        (RowState.DELIVERED, now, row_id))
 
     def mark_failed(self, row_id: int, error: str, policy: DeliveryPolicy,
@@ -219,7 +261,8 @@ class Outbox(Database):
             due = policy.next_attempt(since, attempts, now)
             state = RowState.DEAD if due is None else RowState.PENDING
             db.execute("UPDATE outbox SET state = ?, attempts = ?, last_error = ?,"
-                       " failing_since = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                       " failing_since = ?, next_attempt_at = ?, updated_at = ?, claimed_by = NULL,"
+                       " lease_until = NULL WHERE id = ?",
                        (state, attempts, error, since, now if due is None else due, now, row_id))
         return state
 
@@ -241,13 +284,13 @@ class Outbox(Database):
         where, args = ("WHERE state = ?", (state.value,)) if state else ("", ())
         found = self.query(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY updated_at DESC, id"
                            " DESC LIMIT ?", (*args, limit))
-        return [_row(r) for r in found]
+        return [self._row(r) for r in found]
 
     def study_rows(self, study_uid: str) -> list[OutboxRow]:
         """Every row of a study, newest revision first."""
         rows = self.query(f"SELECT {_COLUMNS} FROM outbox WHERE study_uid = ?"
                           " ORDER BY revision DESC, kind, destination, id", (study_uid,))
-        return [_row(r) for r in rows]
+        return [self._row(r) for r in rows]
 
     def counts_by_destination(self) -> list[tuple[str, str, RowState, int]]:
         """(channel, destination, state, rows) for every destination and state."""

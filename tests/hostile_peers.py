@@ -108,5 +108,5 @@ def refused_counts(web_port: int) -> dict[str, float]:
     """``cxr_gateway_associations_refused_total`` by reason, from ``/metrics``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=30) as rsp:
         text = rsp.read().decode()
-    pattern = r'^cxr_gateway_associations_refused_total\{reason="(\w+)"\} ([0-9.e+]+)$'
+    pattern = r'^cxr_gateway_associations_refused_total\{[^}]*reason="(\w+)"[^}]*\} ([0-9.e+]+)$'
     return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.MULTILINE)}

@@ -83,12 +83,13 @@ def test_kill9_during_intake_loses_no_acknowledged_instance(tmp_path: Path) -> N
         assert 12 <= len(acked) < len(sent), "the kill must land in the middle of the intake"
 
         proc.start()
-        stored = dict(proc.rows("SELECT sop_instance_uid, path FROM instances"))
+        stored = {uid: proc.spool / path  # recorded relative to storage.spool_dir (issue 22)
+                  for uid, path in proc.rows("SELECT sop_instance_uid, path FROM instances")}
         for uid in acked:
             assert uid in stored, f"{uid} was answered Success but is not in the journal"
             back = pydicom.dcmread(stored[uid])
             assert back.PixelData == by_uid[uid].PixelData
-        assert all(Path(p).is_file() for p in stored.values())
+        assert all(p.is_file() for p in stored.values())
         assert not list((proc.spool / "tmp").iterdir()), "half-written temp files left behind"
         assert set(proc.states().values()) == {"queued"}
 

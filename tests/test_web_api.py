@@ -193,8 +193,10 @@ def test_retry_dead_letter(client: TestClient, filled: Filled) -> None:
 def test_metrics_from_the_journal(client: TestClient) -> None:
     client.post("/api/v1/predict", files={"file": ("x.png", png_bytes())})
     text = client.get("/metrics").text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(text) for s in f.samples}
+    families = list(text_string_to_metric_families(text))
+    assert {s.labels.get("node") for f in families for s in f.samples} == {"web-test-node"}
+    samples = {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "node"))): s.value
+               for f in families for s in f.samples}
     assert samples[("cxr_gateway_instances_received_total", ())] == 5
     assert samples[("cxr_gateway_instances_classified_total", ())] == 3
     assert samples[("cxr_gateway_instances_skipped_total", (("reason", "modality"),))] == 1

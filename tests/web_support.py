@@ -68,7 +68,8 @@ def settings_for(folder: Path, models: Path, **web: Any) -> Settings:
     return Settings.model_validate({
         "base_dir": str(folder),
         "dicom": {"accept_any_caller": True},
-        "storage": {"spool_dir": "spool", "database": "journal.sqlite", "min_free_mb": 1},
+        "storage": {"spool_dir": "spool", "database": "journal.sqlite", "min_free_mb": 1,
+                    "node_name": "web-test-node"},
         "inference": {"models_dir": str(models), "thresholds": {"tb-vs-normal": 0.5}},
         "destinations": {"dicom": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
                                     "port": 11199}]},

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dicom_node.worklist import probe_writable
 from web.context import WebContext
+from web.metrics import NodeLabelled
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def health_routes(ctx: WebContext) -> APIRouter:
     @router.get("/metrics", summary="Prometheus metrics (text format)",
                 dependencies=[Depends(ctx.access)])
     def metrics() -> Response:
-        return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+        labelled = NodeLabelled(ctx.registry, ctx.settings.node_name())
+        return Response(generate_latest(labelled), media_type=CONTENT_TYPE_LATEST)
 
     return router

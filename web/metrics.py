@@ -22,7 +22,8 @@ from zero at each start.
 
 The REST API's own work is instrumented directly:
 ``cxr_gateway_api_stage_seconds{stage="decode"|"inference"|"render"}``.
-Both go into the :class:`~prometheus_client.CollectorRegistry` passed in.
+Both go into the :class:`~prometheus_client.CollectorRegistry` passed in. ``/metrics``
+adds a ``node`` label (``storage.node_name``) to every sample (:class:`NodeLabelled`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ from contextlib import contextmanager
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from delivery.outbox import Outbox
@@ -138,6 +144,22 @@ class RefusalCollector(Collector):
         for reason, count in self.refusals.counts().items():
             family.add_metric([reason.value], count)
         yield family
+
+
+class NodeLabelled:
+    """Every sample of ``registry`` with a ``node`` label: the node that answered the scrape
+    (issue 22; journal-derived counts are of the whole shared database)."""
+
+    def __init__(self, registry: CollectorRegistry, node: str) -> None:
+        self.registry, self.node = registry, node
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                labelled.add_sample(s.name, {**s.labels, "node": self.node}, s.value, s.timestamp,
+                                    s.exemplar)
+            yield labelled
 
 
 class ApiMetrics:
