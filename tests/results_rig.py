@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,23 @@ class Rig:
         """Outbox rows (id, kind, channel, state, attempts, last_error), read straight from SQLite."""
         return self.gateway.rows("SELECT id, kind, channel, state, attempts, last_error FROM outbox"
                                  f" WHERE {where} ORDER BY id")
+
+
+@contextmanager
+def running_rig(folder: Path, **options: Any) -> Iterator[Rig]:
+    """A started rig with its own MLLP listener, stopped afterwards; the gateway must exit 0.
+
+    Skips, before anything starts, while the shipped models are absent.
+    ``options`` go to :func:`start_rig`.
+    """
+    models_dir()
+    with MllpListener() as listener:
+        started = start_rig(folder, listener, **options)
+        try:
+            yield started
+        finally:
+            code = started.stop()
+    assert code == 0, started.gateway.log()[-3000:]
 
 
 def start_rig(folder: Path, listener: MllpListener, quiet_period_s: float = 1.0,

@@ -18,8 +18,13 @@ from pydicom.dataset import Dataset
 
 from tests.dicom_validation import dciodvfy
 from tests.gateway_harness import dcmtk_tool, storescu
-from tests.mllp_listener import MllpListener
-from tests.results_rig import Rig, chest_study, models_dir, results_in_orthanc, start_rig, wait_until
+from tests.results_rig import (
+    Rig,
+    chest_study,
+    results_in_orthanc,
+    running_rig,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +35,10 @@ CHILD_REASON = ("skipped: outside intended use: patient aged 6 years "
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    models_dir()  # skip early, before starting anything, while the models are absent
     if dcmtk_tool("storescu") is None:
         pytest.skip("DCMTK storescu is not installed (bin/setup --dev)")
-    with MllpListener() as listener:
-        started = start_rig(tmp_path, listener)
-        try:
-            yield started
-        finally:
-            code = started.stop()
-    assert code == 0, started.gateway.log()[-3000:]
+    with running_rig(tmp_path) as started:
+        yield started
 
 
 def _study(folder: Path, accession: str, **tags: str | None) -> tuple[str, Path]:

@@ -30,8 +30,13 @@ from pydicom.uid import generate_uid
 from hl7_link.escaping import unescape
 from tests.dicom_validation import dciodvfy
 from tests.gateway_harness import GATEWAY, dcmtk_tool, storescu
-from tests.mllp_listener import MllpListener
-from tests.results_rig import Rig, chest_study, models_dir, results_in_orthanc, start_rig, wait_until
+from tests.results_rig import (
+    Rig,
+    chest_study,
+    results_in_orthanc,
+    running_rig,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +46,11 @@ SKULL_TEXT = "not analysed: not a chest radiograph (Body Part Examined 'SKULL')"
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    models_dir()  # skip early, before starting anything, while the models are absent
     if dcmtk_tool("storescu") is None:
         pytest.skip("DCMTK storescu is not installed (bin/setup --dev)")
-    with MllpListener() as listener:
-        started = start_rig(tmp_path_factory.mktemp("rig"), listener,
-                            results={"max_attempts": MAX_ATTEMPTS, "retry_delay_s": 0.5})
-        try:
-            yield started
-        finally:
-            code = started.stop()
-    assert code == 0, started.gateway.log()[-3000:]
+    with running_rig(tmp_path_factory.mktemp("rig"),
+                     results={"max_attempts": MAX_ATTEMPTS, "retry_delay_s": 0.5}) as started:
+        yield started
 
 
 def _send(rig: Rig, files: list[Path]) -> None:

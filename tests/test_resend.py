@@ -19,22 +19,15 @@ from dicom_node.journal import Admission, InstanceState, Journal, NewInstance, S
 from dicom_node.status import StoreStatus
 from tests.dicom_factory import make_chest
 from tests.gateway_harness import store
-from tests.mllp_listener import MllpListener
-from tests.results_rig import Rig, models_dir, results_in_orthanc, start_rig, wait_until
+from tests.results_rig import Rig, results_in_orthanc, running_rig, wait_until
 
 INSTANCE = "SELECT state, reason, replaced FROM instances WHERE sop_instance_uid = ?"
 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    models_dir()  # skip before starting anything while the models are absent
-    with MllpListener() as listener:
-        started = start_rig(tmp_path, listener)
-        try:
-            yield started
-        finally:
-            code = started.stop()
-    assert code == 0, started.gateway.log()[-3000:]
+    with running_rig(tmp_path) as started:
+        yield started
 
 
 def _chest(study: str, sop: str, **changes: Any) -> Dataset:

@@ -22,7 +22,13 @@ from pydicom.dataset import Dataset
 from tests.dicom_factory import PATIENT_NAME
 from tests.dicom_validation import dciodvfy, dsrdump
 from tests.mllp_listener import MllpListener
-from tests.results_rig import Rig, chest_study, models_dir, results_in_orthanc, start_rig, wait_until
+from tests.results_rig import (
+    Rig,
+    chest_study,
+    results_in_orthanc,
+    running_rig,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +37,8 @@ ACCESSION = "ACC-E2E-0001"
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    models_dir()  # skip early, before starting anything, while the models are absent
-    with MllpListener() as listener:
-        started = start_rig(tmp_path, listener)
-        try:
-            yield started
-        finally:
-            code = started.stop()
-    assert code == 0, started.gateway.log()[-3000:]
+    with running_rig(tmp_path) as started:
+        yield started
 
 
 def test_sr_heatmap_and_oru_arrive_and_match(rig: Rig, tmp_path: Path) -> None:
