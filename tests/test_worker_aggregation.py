@@ -201,3 +201,20 @@ def test_failing_sink_is_retried(journal: Journal, tmp_path: Path) -> None:
     assert aggregator.run_once(now=last + 5.5) == 0  # waits results.retry_delay_s
     assert aggregator.run_once(now=last + 6) == 1
     assert len(sink.results) == 1
+
+
+def test_a_node_that_cannot_read_the_shared_spool_fails_the_image_with_the_reason(
+        database: Path | str, tmp_path: Path) -> None:
+    """Issue 22: the spool path is recorded relative to storage.spool_dir; a node whose spool
+    mount lacks the file records a failure naming it, never a silent skip."""
+    here, missing = tmp_path / "node-a" / "spool", tmp_path / "node-b" / "spool"
+    here.mkdir(parents=True)
+    receiving = Journal(database, node="node-a", spool_root=here)
+    uid = receive(receiving, here, make_chest(rows=256, columns=256, study_uid=STUDY))
+    classifying = Journal(database, node="node-b", spool_root=missing)  # mount not there
+    predictor = ScriptedPredictor([0.7])
+    drain(classifying, predictor)
+    record = classifying.instance(uid)
+    assert record is not None and record.state is InstanceState.FAILED and predictor.calls == 0
+    assert str(record.reason).startswith("failed: cannot read the spool file")
+    assert str(missing) in str(record.reason)
