@@ -152,7 +152,7 @@ def _base_image(docker: str, request: pytest.FixtureRequest) -> str | None:
 
 
 def _build(docker: str, base: str | None, dockerfile: str, tag: str, context: Path) -> None:
-    """``docker build`` as docs/install.md "Build offline (no registry)" shows: host network, the CA as a build secret."""
+    """``docker build`` as docs/install.md "Build offline" shows: host network, the CA as a build secret."""
     args = [docker, "build", "--network", "host", "-f", str(DOCKER_DIR / dockerfile), "-t", tag]
     if base is not None:
         args += ["--build-arg", f"BASE_IMAGE={base}"]
