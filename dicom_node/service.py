@@ -35,6 +35,8 @@ from inference.registry import ModelError
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
+SHARED_SWEEP_AGE_S = 3600.0
+"""On a shared spool, a temp or unrecorded file is swept at start only once this old."""
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -134,7 +136,9 @@ def start_gateway(settings: Settings, sink: ResultSink | None = None,
 
 def _recover(journal: Journal, spool: Spool) -> None:
     requeued = journal.requeue_interrupted()
-    removed, orphans = spool.sweep(journal.spool_paths())
+    # a shared spool (several nodes): leave files other nodes may be writing right now
+    older_than = time.time() - SHARED_SWEEP_AGE_S if journal.shared else None
+    removed, orphans = spool.sweep(journal.spool_paths(), older_than)
     if requeued or removed or orphans:
         log.warning("recovered after an unclean stop: %d job(s) re-queued, %d temp file(s) "
                     "removed, %d unrecorded file(s) moved to orphans/", requeued, removed, orphans)

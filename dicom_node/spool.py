@@ -88,19 +88,29 @@ class Spool:
             self.discard(derived)
         self.discard(path)
 
-    def sweep(self, known: Iterable[Path]) -> tuple[int, int]:
+    def sweep(self, known: Iterable[Path], older_than: float | None = None) -> tuple[int, int]:
         """Clean up after a crash: delete temp files, move files unknown to the journal.
 
         Such files were never answered with Success, so the sender still has
         them; they are kept in ``orphans/`` for inspection, not deleted.
+        ``older_than`` (a time): touch only files last modified before it -- a
+        spool shared by several nodes holds files other nodes are writing or
+        about to journal right now (issue 22).
         Returns ``(temp files removed, orphans moved)``.
         """
+        def stale(path: Path) -> bool:
+            try:
+                return older_than is None or path.stat().st_mtime < older_than
+            except FileNotFoundError:  # renamed or removed by its writer meanwhile
+                return False
+
         removed = 0
         for tmp in self._tmp.glob(f"*{SUFFIX}"):
-            tmp.unlink(missing_ok=True)
-            removed += 1
+            if stale(tmp):
+                tmp.unlink(missing_ok=True)
+                removed += 1
         known_set = {p.resolve() for p in known}
-        orphans = [p for p in self._day_files() if p.resolve() not in known_set]
+        orphans = [p for p in self._day_files() if p.resolve() not in known_set and stale(p)]
         if orphans:
             (self.root / ORPHAN_DIR).mkdir(exist_ok=True)
         for path in orphans:

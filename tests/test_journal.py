@@ -133,3 +133,16 @@ def test_sweep_removes_temp_files_and_keeps_unrecorded_ones_aside(tmp_path: Path
 
 def spool_free(folder: Path) -> int:
     return Spool(folder, 0).free_bytes()
+
+
+def test_sweep_of_a_shared_spool_leaves_files_other_nodes_are_writing(tmp_path: Path) -> None:
+    """Issue 22: a node starting on a shared spool must not take another node's fresh temp
+    file or its just-renamed, not yet journaled file for leftovers of a crash."""
+    spool = Spool(tmp_path, min_free_bytes=0)
+    spool.ensure()
+    being_written = tmp_path / "tmp" / "1.4_abcd.dcm"
+    being_written.write_bytes(b"half")
+    about_to_be_journaled = spool.write(b"whole file", "1.5")
+    assert spool.sweep([], older_than=time.time() - 3600) == (0, 0)
+    assert being_written.exists() and about_to_be_journaled.exists()
+    assert spool.sweep([]) == (1, 1)  # one node, at start: nothing else is writing
