@@ -145,6 +145,10 @@ class Worker(threading.Thread):
 
     def process(self, job: Job) -> None:
         """Classify one job and record the outcome; never raises."""
+        if job.attempts > self.max_attempts:  # each try so far ended with its node stopping
+            self._fail(job, f"failed after {job.attempts - 1} attempts: the node stopped while "
+                            "classifying it each time")
+            return
         try:
             self._classify(job)
         except JournalError as err:

@@ -218,3 +218,17 @@ def test_a_node_that_cannot_read_the_shared_spool_fails_the_image_with_the_reaso
     assert record is not None and record.state is InstanceState.FAILED and predictor.calls == 0
     assert str(record.reason).startswith("failed: cannot read the spool file")
     assert str(missing) in str(record.reason)
+
+
+def test_an_image_that_stops_its_node_every_time_ends_failed(journal: Journal, tmp_path: Path) -> None:
+    """A job re-queued after a crash (or taken over after its lease) counts the attempt; past
+    inference.max_attempts it is failed with the reason instead of crashing node after node."""
+    uid = receive(journal, tmp_path, make_chest(rows=256, columns=256, study_uid=STUDY))
+    for _ in range(3):  # claimed, then the process died every time
+        assert journal.claim_job("w") is not None
+        assert journal.requeue_interrupted() == 1
+    predictor = ScriptedPredictor([0.7])
+    drain(journal, predictor, max_attempts=3)
+    record = journal.instance(uid)
+    assert record is not None and record.state is InstanceState.FAILED and predictor.calls == 0
+    assert record.reason == "failed after 3 attempts: the node stopped while classifying it each time"
