@@ -1,8 +1,8 @@
 """Delivery subcommand: ``cxr-gateway retry [ID ...] [--all-dead]`` re-queues dead letters;
 ``cxr-gateway retry --reports [STUDY_UID ...]`` builds report-failed studies' reports again.
 
-Works next to a running ``serve`` (the outbox is an SQLite table of the
-journal database; its dispatcher picks the rows up at its next poll).
+Works next to a running ``serve`` (the outbox is a table of the journal
+database, SQLite or PostgreSQL; its lanes pick the rows up at their next poll).
 Exit codes: 0 done, 1 some given IDs were not dead letters, 2 configuration.
 """
 
@@ -42,15 +42,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all_dead):
         print("retry: give outbox row IDs or --all-dead (one of them)", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        settings = load_settings(args.config, overrides=args.set)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return EXIT_CONFIG
-    database, password = settings.database_target(), settings.database_password()
-    if isinstance(database, Path) and not database.is_file():
-        print(f"no journal at {database} (storage.database): nothing to retry", file=sys.stderr)
-        return EXIT_CONFIG
+    target = _journal_target(args)
+    if isinstance(target, int):
+        return target
+    database, password = target
     try:
         if args.all_dead:
             print(f"re-queued {requeue_all(database, password)} dead letter(s)")
@@ -65,9 +60,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _retry_reports(args: argparse.Namespace) -> int:
-    """``retry --reports``: report-failed studies become due again (the running aggregator
-    builds them at its next poll, with ``results.max_attempts`` fresh attempts)."""
+def _journal_target(args: argparse.Namespace) -> tuple[Path | str, str | None] | int:
+    """The journal database and its password from ``--config``/``--set``, or an exit code
+    (after saying why) when the settings are bad or an SQLite journal does not exist yet."""
     try:
         settings = load_settings(args.config, overrides=args.set)
     except ConfigError as err:
@@ -77,6 +72,16 @@ def _retry_reports(args: argparse.Namespace) -> int:
     if isinstance(database, Path) and not database.is_file():
         print(f"no journal at {database} (storage.database): nothing to retry", file=sys.stderr)
         return EXIT_CONFIG
+    return database, password
+
+
+def _retry_reports(args: argparse.Namespace) -> int:
+    """``retry --reports``: report-failed studies become due again (the running aggregator
+    builds them at its next poll, with ``results.max_attempts`` fresh attempts)."""
+    target = _journal_target(args)
+    if isinstance(target, int):
+        return target
+    database, password = target
     journal = Journal(database, password=password)
     try:
         count = journal.retry_reports(list(args.reports) or None)
