@@ -74,7 +74,7 @@ def build_sink(settings: Settings, outbox: Outbox,
     return OutboxSink(outbox, gateway_identity(settings),
                       settings.path(settings.storage.results_dir),
                       [p.name for p in dest.dicom], list(dest.hl7), settings.inference.heatmap,
-                      on_queued)
+                      on_queued, settings.dicom.max_inflated_mb * 2**20)
 
 
 @dataclass

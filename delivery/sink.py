@@ -31,7 +31,7 @@ from hl7_link.oru import (
     build_oru,
     control_id_for,
 )
-from inference.pixels import load_dicom
+from inference.pixels import DEFAULT_MAX_INFLATED_BYTES, load_dicom
 from results.evidence import ClassifiedImage, ResultBuildError
 from results.identity import GatewayIdentity, IdentityError
 from results.not_analysed import build_not_analysed_sr
@@ -67,6 +67,7 @@ class OutboxSink:
     hl7_destinations: Sequence[Hl7Destination]
     heatmap: bool = True
     on_queued: Callable[[], None] | None = None  # e.g. the dispatcher's wake: send without a poll
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES  # dicom.max_inflated_mb, as intake used
 
     def study_ready(self, study: StudyResult) -> None:
         """Queue the SR and the ORU first, then the heatmaps (slower to build, less urgent).
@@ -76,7 +77,8 @@ class OutboxSink:
         hands the study over again and the SR and ORU rows are not doubled.
         """
         with _step("reading the images"):
-            images = [ClassifiedImage(load_dicom(image.path), image.prediction, image.replaced)
+            images = [ClassifiedImage(load_dicom(image.path, self.max_inflated_bytes),
+                                      image.prediction, image.replaced)
                       for image in study.images]
         with _step("building the SR"):
             sr = build_sr(images, study.prediction, self.identity)
@@ -99,7 +101,7 @@ class OutboxSink:
     def study_not_analysed(self, study: NotAnalysedStudy) -> None:
         """Queue the "not analysed" SR and ORU (issue 21 item 2): the reason, no finding."""
         with _step("reading the images"):
-            sources = [load_dicom(image.path) for image in study.images]
+            sources = [load_dicom(image.path, self.max_inflated_bytes) for image in study.images]
         with _step("building the not-analysed SR"):
             sr = build_not_analysed_sr(sources, study.text, self.identity)
         with _step("storing the SR"):

@@ -12,16 +12,18 @@ import threading
 from pathlib import Path
 
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 
 from delivery.outbox import Outbox
 from delivery.sink import OutboxSink
 from dicom_node.aggregation import (
     Aggregator,
     NotAnalysedStudy,
+    ReportError,
     ReportPolicy,
     StudyResult,
     build_not_analysed,
+    build_study_result,
 )
 from dicom_node.journal import Journal
 from dicom_node.worklist import StudyQuery, StudyStatus, list_studies, study_summary
@@ -158,3 +160,22 @@ def test_own_outputs_alone_get_no_not_analysed_report(journal: Journal, tmp_path
     sink = RecordingSink()
     Aggregator(journal, sink, 1.0, threading.Event()).run_once(now=last + 5)
     assert sink.not_analysed == [] and journal.due_studies(1.0, now=last + 5) == []
+
+
+def test_the_sink_reads_spool_files_within_the_configured_inflate_limit(
+        journal: Journal, tmp_path: Path) -> None:
+    """``dicom.max_inflated_mb`` reaches the result builder (as it reaches intake and the
+    worker): a Deflated spool file past the sink's limit is a failed read, named as such."""
+    ds = make_chest(rows=256, columns=256, study_uid=STUDY)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    receive(journal, tmp_path, ds)
+    drain(journal, ScriptedPredictor([0.7]))
+    study = build_study_result(STUDY, 1, journal.study_instances(STUDY))
+    assert study is not None
+    outbox = journal.open_sibling(Outbox)
+    tight = OutboxSink(outbox, IDENTITY, tmp_path / "results", ["pacs"], [], heatmap=False,
+                       max_inflated_bytes=1024)
+    with pytest.raises(ReportError, match=r"reading the images \(InflateLimitError"):
+        tight.study_ready(study)
+    OutboxSink(outbox, IDENTITY, tmp_path / "results", ["pacs"], [], heatmap=False).study_ready(study)
+    assert len(outbox.rows()) == 1  # the SR, read within the default limit

@@ -68,7 +68,8 @@ def _instance_heatmap(ctx: WebContext, sop_instance_uid: str) -> bytes:
         raise HTTPException(404, f"no heatmap for instance {sop_instance_uid}")
     prediction = prediction_from_json(record.result_json, heatmap)
     try:
-        gray = dicom_to_gray(load_dicom(record.path))
+        ds = load_dicom(record.path, ctx.settings.dicom.max_inflated_mb * 2**20)
+        gray = dicom_to_gray(ds, ctx.settings.inference.max_pixels)
     except (PixelError, OSError) as err:
         raise HTTPException(410, f"the spool file of {sop_instance_uid} cannot be read ({err})") from err
     png = render(gray, prediction).heatmap
