@@ -172,16 +172,12 @@ class InferenceEngine:
         (the polarity check flags it and its inversion passes) gets the polarity reason,
         which names the attribute to fix.
         """
+        inverted = self.polarity.check(gray) if self.polarity is not None else None
         if self.ood is not None:
             verdict = self.ood.check(gray)
-            if verdict is not None and not self._inverted_radiograph(gray):
+            if verdict is not None and (inverted is None or self.ood.check(invert(gray)) is not None):
                 return verdict
-        return self.polarity.check(gray) if self.polarity is not None else None
-
-    def _inverted_radiograph(self, gray: NDArray[np.generic]) -> bool:
-        if self.polarity is None or self.ood is None or self.polarity.check(gray) is None:
-            return False
-        return self.ood.check(invert(gray)) is None
+        return inverted
 
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction:
         """Classify one presentation-space grayscale image with both models."""
