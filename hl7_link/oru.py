@@ -345,8 +345,21 @@ def _classifier_observations(sub_id: str, score: ClassifierScore) -> Iterator[Ob
 
 
 def text_lines(text: str, width: int = TEXT_LINE_WIDTH) -> str:
-    """TX value: ``text`` wrapped into escaped lines sent as repetitions (``~``) of OBX-5."""
-    return "~".join(textwrap.wrap(escape(text), width)) or '""'
+    """TX value: ``text`` wrapped into escaped lines sent as repetitions (``~``) of OBX-5.
+
+    Escaped before wrapping (so control characters are gone and the width counts what is
+    sent); a word longer than ``width`` is cut, but never inside an escape sequence
+    (``\\F\\``): a line cut there hands the sequence's start to the next line."""
+    lines: list[str] = []
+    carry = ""
+    for line in textwrap.wrap(escape(text), width):
+        line = carry + line
+        cut = line.rfind("\\") if line.count("\\") % 2 else len(line)
+        lines.append(line[:cut])
+        carry = line[cut:]
+    if carry:
+        lines.append(carry)
+    return "~".join(line for line in lines if line) or '""'
 
 
 def _number(value: float) -> str:

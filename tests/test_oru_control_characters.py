@@ -20,7 +20,14 @@ from hl7apy.parser import parse_message
 from pydicom.dataset import Dataset
 
 from hl7_link.escaping import unescape
-from hl7_link.oru import Hl7Endpoints, StudyFacts, build_not_analysed_oru, build_oru
+from hl7_link.oru import (
+    TEXT_LINE_WIDTH,
+    Hl7Endpoints,
+    StudyFacts,
+    build_not_analysed_oru,
+    build_oru,
+    text_lines,
+)
 from results.headers import clean_header
 from tests.results_support import STUDY_UID, prediction, source
 
@@ -115,3 +122,12 @@ def test_control_characters_in_dicom_names_reach_neither_sr_header_nor_oru(char:
     message = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT)
     assert _pid(message).pid_5.pid_5_1.to_er7() == "Doex"  # type: ignore[attr-defined]
     assert _pid(message).pid_3.pid_3_1.to_er7() == "ID7"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("char", DELIMITERS, ids=lambda c: f"0x{ord(c):02X}")
+@pytest.mark.parametrize("offset", [0, 1, 2])
+def test_a_long_word_is_never_cut_inside_an_escape_sequence(char: str, offset: int) -> None:
+    text = "a" * (TEXT_LINE_WIDTH - 2 + offset) + char * 3 + "b" * 150
+    lines = text_lines(text).split("~")
+    assert all(line.count("\\") % 2 == 0 and len(line) < 199 for line in lines)
+    assert "".join(unescape(line) for line in lines) == text
