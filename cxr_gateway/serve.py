@@ -26,7 +26,7 @@ from config import ConfigError, Settings
 from delivery.outbox import OutboxError
 from delivery.report import outbox_report
 from delivery.service import Delivery, start_delivery
-from dicom_node.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, _config_args, _settings
+from dicom_node.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, config_args, settings_from_args
 from dicom_node.errors import JournalError, StartupError
 from dicom_node.journal import Journal
 from dicom_node.preflight import check_environment
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = subparsers.add_parser("serve", help="run the DICOM node (SCP, workers)")
-    _config_args(serve)
+    config_args(serve)
     serve.add_argument("--port", type=int, help="dicom.port")
     serve.add_argument("--ae-title", help="dicom.ae_title")
     serve.add_argument("--bind", help="dicom.bind_address")
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.set_defaults(func=cmd_serve)
 
     status = subparsers.add_parser("status", help="queue counts and recent results")
-    _config_args(status)
+    config_args(status)
     status.add_argument("--limit", type=int, default=10, help="recent instances to show")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):  # one line per instance from us is enough
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     try:
-        settings = _settings(args)
+        settings = settings_from_args(args)
     except ConfigError as err:
         log.error("%s", err)
         return EXIT_CONFIG
@@ -125,7 +125,7 @@ def _on_signals(stop: threading.Event) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        settings = _settings(args)
+        settings = settings_from_args(args)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG

@@ -14,15 +14,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from dicom_node.echo import EchoError, Peer, send_echo
 from dicom_node.errors import NodeError
 from dicom_node.preflight import check_environment
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +29,11 @@ _FLAG_KEYS = {"port": "dicom.port", "ae_title": "dicom.ae_title", "bind": "dicom
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = subparsers.add_parser("check-config", help="explain every bad setting")
-    _config_args(check)
+    config_args(check)
     check.set_defaults(func=cmd_check_config)
 
     echo = subparsers.add_parser("echo", help="C-ECHO a configured DICOM destination or a peer")
-    _config_args(echo)
+    config_args(echo)
     echo.add_argument("name", nargs="?", help="destinations.dicom[].name")
     echo.add_argument("--host", help="peer host (instead of NAME)")
     echo.add_argument("--port", type=int, help="peer port (instead of NAME)")
@@ -46,14 +42,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     echo.set_defaults(func=cmd_echo)
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
+def config_args(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--set``, shared by every subcommand that reads the settings."""
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help=f"YAML settings file (default {DEFAULT_CONFIG})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any setting, e.g. --set dicom.port=11113 (repeatable)")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings file with the subcommand's flags (``_FLAG_KEYS``) and ``--set`` applied."""
     overrides = [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS.items()
                  if getattr(args, flag, None) is not None]
     return load_settings(args.config, overrides=[*overrides, *args.set])
@@ -61,7 +59,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        settings = _settings(args)
+        settings = settings_from_args(args)
     except ConfigError as err:
         print(f"{args.config}: {len(err.problems)} problem(s)")
         for problem in err.problems:
@@ -81,7 +79,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_echo(args: argparse.Namespace) -> int:
     try:
-        settings = _settings(args)
+        settings = settings_from_args(args)
         peer = _peer(args, settings)
     except (ConfigError, NodeError) as err:
         print(err, file=sys.stderr)
