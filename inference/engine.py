@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from inference.ood import OodModel, load_ood
 from inference.polarity import PolarityModel, invert, load_polarity
-from inference.preprocess import CropBox, preprocess_with_box, view_stack
+from inference.preprocess import preprocess_sizes, view_stack
 from inference.quality import QualityVerdict
 from inference.registry import PNEUMONIA_VS_TB, TB_VS_NORMAL, ModelSpec, Thresholds, load_registry
 from inference.results import ClassifierScore, Prediction, combine
@@ -181,10 +181,7 @@ class InferenceEngine:
 
     def predict_gray(self, gray: NDArray[np.generic], heatmap: bool = True) -> Prediction:
         """Classify one presentation-space grayscale image with both models."""
-        units: dict[int, NDArray[np.float32]] = {}
-        box: CropBox | None = None  # the same for every input size: only the resize differs
-        for size in {self.tb.input_size, self.pneumonia.input_size}:
-            units[size], box = preprocess_with_box(gray, size)
+        units, box = preprocess_sizes(gray, {self.tb.input_size, self.pneumonia.input_size})
         (tb_score, tb_cam), (pn_score, _) = self.runner.run(units)
         tb = _score(self.tb, tb_score)
         pn = _score(self.pneumonia, pn_score)

@@ -37,6 +37,7 @@ model-input geometry is laid back over exactly that rectangle
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,13 +276,22 @@ def preprocess_gray(gray: NDArray[np.generic], size: int = DEFAULT_INPUT_SIZE) -
 def preprocess_with_box(gray: NDArray[np.generic],
                         size: int = DEFAULT_INPUT_SIZE) -> tuple[NDArray[np.float32], CropBox]:
     """:func:`preprocess_gray` and the :class:`CropBox` of ``gray`` the model input shows."""
+    units, box = preprocess_sizes(gray, (size,))
+    return units[size], box
+
+
+def preprocess_sizes(gray: NDArray[np.generic],
+                     sizes: Iterable[int]) -> tuple[dict[int, NDArray[np.float32]], CropBox]:
+    """:func:`preprocess_with_box` for each of ``sizes``: the crop (steps 1-3) does not
+    depend on the size, so it is found once and only steps 4-6 run per size."""
     if gray.ndim != 2:
         raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
     if min(gray.shape) < 32:
         raise PreprocessError(f"image too small ({gray.shape[1]}x{gray.shape[0]} pixels)")
     image = gray.astype(np.float32, copy=False)
     box = crop_box(image)
-    return equalise(percentile_window(area_resize(box.cut(image), size))), box
+    cropped = box.cut(image)
+    return {size: equalise(percentile_window(area_resize(cropped, size))) for size in sizes}, box
 
 
 def to_model_batch(images: list[NDArray[np.float32]]) -> NDArray[np.float32]:
