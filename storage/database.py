@@ -17,6 +17,8 @@ owner's exception naming the database (never the statement's values).
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +39,19 @@ POOL_SIZE: Final = 8
 POOL_TIMEOUT_S: Final = 10.0
 CONNECT_TIMEOUT_S: Final = 5
 READ_ONLY: Final = "cxr_read_only"  # execution option: a SQLite read takes no write lock
+DEFAULT_LEASE_S: Final = 60.0
+
+
+def default_node_name() -> str:
+    """A node's name when none is set: host name and process id."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def claimable(alias: str = "") -> str:
+    """SQL condition on a leased row (job, study, outbox row): free, held by this node, or its
+    holder's lease ran out. Takes two values: this node's name and the time now."""
+    col = f"{alias}." if alias else ""
+    return f"({col}claimed_by IS NULL OR {col}claimed_by = ? OR {col}lease_until < ?)"
 
 
 def is_postgres(target: str | Path) -> bool:
@@ -125,17 +140,22 @@ class Database:
 
     ``label`` and ``error``: what the owner calls itself in error messages and the
     exception it raises. ``path`` is the SQLite file or the redacted URL.
+    ``node``: this node's name in the rows it claims (default: host and process
+    id); a claim not renewed for ``lease_s`` is taken over by another node (issue 22).
     """
 
     label = "database"
     error: type[Exception] = StorageError
 
     def __init__(self, target: str | Path, password: str | None = None,
-                 upgrade: bool | None = None) -> None:
+                 upgrade: bool | None = None, *, node: str | None = None,
+                 lease_s: float = DEFAULT_LEASE_S) -> None:
         from storage.migrations import ensure_schema
 
         self.path: Path | str = target if isinstance(target, Path) else redacted(target)
         self._target, self._password = target, password
+        self.node = node or default_node_name()
+        self.lease_s = lease_s
         self._lock = threading.RLock()
         self._local = threading.local()
         try:

@@ -22,14 +22,12 @@ gets a higher revision, so it is reported again.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from storage.database import Database, Tx
+from storage.database import DEFAULT_LEASE_S, Database, Tx, claimable
 from storage.errors import JournalError
 
 
@@ -114,6 +112,9 @@ class StoredResult:
     heatmap_path: Path | None
 
 
+_HELD_HERE = "(claimed_by IS NULL OR claimed_by = ?)"
+"""A job still this node's (one value: the node's name); no other node took it over."""
+
 _INSTANCE_COLUMNS = ("id, sop_instance_uid, sop_class_uid, study_uid, series_uid, calling_ae, "
                      "path, received_at, state, reason, result_json, heatmap_path, replaced")
 """Report attempts of a study (issue 20 defect 1, studies columns of migration 3): a report
@@ -138,14 +139,12 @@ class Journal(Database):
     error: type[Exception] = JournalError
 
     def __init__(self, target: str | Path, password: str | None = None, *,
-                 upgrade: bool | None = None, node: str | None = None, lease_s: float = 60.0,
-                 spool_root: Path | None = None) -> None:
-        """``node``: this node's name in claims (default: host and process id); a claim not
-        renewed for ``lease_s`` is taken over. Spool paths under ``spool_root`` are stored
-        relative to it, so every node sharing the spool reads them (issue 22)."""
-        super().__init__(target, password, upgrade)
-        self.node = node or default_node_name()
-        self.lease_s = lease_s
+                 upgrade: bool | None = None, node: str | None = None,
+                 lease_s: float = DEFAULT_LEASE_S, spool_root: Path | None = None) -> None:
+        """``node``, ``lease_s``: see :class:`storage.database.Database`. Spool paths under
+        ``spool_root`` are stored relative to it, so every node sharing the spool reads them
+        (issue 22)."""
+        super().__init__(target, password, upgrade, node=node, lease_s=lease_s)
         self.spool_root = spool_root
 
     def stored_path(self, path: Path) -> str:
@@ -288,7 +287,7 @@ class Journal(Database):
         """Record the outcome, unless a changed re-send replaced the job meanwhile or another
         node took it over (this node's lease ran out)."""
         done = db.execute("UPDATE jobs SET state = ?, lease_until = NULL WHERE id = ? AND state = ?"
-                          " AND (claimed_by IS NULL OR claimed_by = ?)",
+                          f" AND {_HELD_HERE}",
                           (JobState.DONE, job.id, JobState.RUNNING, self.node))
         if done.rowcount:
             Journal._set_state(db, job.instance_id, state, reason)
@@ -314,8 +313,7 @@ class Journal(Database):
             " WHERE i.study_uid = s.study_uid AND i.state IN (?, ?))"
             " AND s.revision > s.report_failed_revision AND (s.report_attempt_revision < s.revision"
             " OR s.report_retry_at IS NULL OR s.report_retry_at <= ?)"
-            " AND (s.claimed_by IS NULL OR s.claimed_by = ? OR s.lease_until < ?)"
-            " ORDER BY s.last_received",
+            f" AND {claimable('s')} ORDER BY s.last_received",
             (cutoff, InstanceState.QUEUED, InstanceState.CLASSIFYING, cutoff + quiet_period_s,
              self.node, cutoff + quiet_period_s))
         return [(str(r[0]), int(str(r[1]))) for r in rows]
@@ -328,8 +326,7 @@ class Journal(Database):
         with self.transaction() as db:
             taken = db.execute(
                 "UPDATE studies SET claimed_by = ?, lease_until = ? WHERE study_uid = ?"
-                " AND reported_revision < ? AND (claimed_by IS NULL OR claimed_by = ?"
-                " OR lease_until < ?)",
+                f" AND reported_revision < ? AND {claimable()}",
                 (self.node, now + self.lease_s, study_uid, revision, self.node, now))
         return bool(taken.rowcount)
 
@@ -407,9 +404,8 @@ class Journal(Database):
     def _still_claimed(self, db: Tx, job: Job) -> bool:
         """The job is still the running one of this node (a replacing re-send gives it a new
         id; a node whose lease ran out lost it to another)."""
-        return db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = ? AND (claimed_by IS NULL"
-                          " OR claimed_by = ?)", (job.id, JobState.RUNNING, self.node)
-                          ).fetchone() is not None
+        return db.execute(f"SELECT 1 FROM jobs WHERE id = ? AND state = ? AND {_HELD_HERE}",
+                          (job.id, JobState.RUNNING, self.node)).fetchone() is not None
 
     def _record(self, row: tuple[object, ...]) -> InstanceRecord:
         record = _record(row)
@@ -417,11 +413,6 @@ class Journal(Database):
                        if record.heatmap_path is None else self.local_path(record.heatmap_path))
 
 
-
-
-def default_node_name() -> str:
-    """A node's name when none is set: host name and process id."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _touch_study(db: Tx, study_uid: str, now: float) -> None:

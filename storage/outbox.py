@@ -35,9 +35,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from storage.database import Database
+from storage.database import DEFAULT_LEASE_S, Database, claimable
 from storage.errors import OutboxError
-from storage.journal import default_node_name
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,7 @@ _LANE_DUE = (
     f"SELECT {_COLUMNS} FROM outbox o WHERE o.state = ? AND o.channel = ? AND o.destination = ?"
     " AND o.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = o.state"
     " AND p.channel = o.channel AND p.destination = o.destination AND p.study_uid = o.study_uid"
-    " AND p.id < o.id) AND (o.claimed_by IS NULL OR o.claimed_by = ? OR o.lease_until < ?)"
-    " ORDER BY o.id LIMIT ?")
+    f" AND p.id < o.id) AND {claimable('o')} ORDER BY o.id LIMIT ?")
 """Due rows of one lane, oldest first, each only once no older row of its study is pending,
 and not held by another node whose lease is running."""
 
@@ -135,13 +133,12 @@ class Outbox(Database):
     error: type[Exception] = OutboxError
 
     def __init__(self, target: str | Path, password: str | None = None, *,
-                 upgrade: bool | None = None, node: str | None = None, lease_s: float = 60.0,
-                 results_root: Path | None = None) -> None:
-        """``node`` and ``lease_s``: see :meth:`claim`. DICOM payloads (result files) under
-        ``results_root`` are stored relative to it, so any node sharing it can send them."""
-        super().__init__(target, password, upgrade)
-        self.node = node or default_node_name()
-        self.lease_s = lease_s
+                 upgrade: bool | None = None, node: str | None = None,
+                 lease_s: float = DEFAULT_LEASE_S, results_root: Path | None = None) -> None:
+        """``node``, ``lease_s``: see :class:`storage.database.Database` and :meth:`claim`.
+        DICOM payloads (result files) under ``results_root`` are stored relative to it, so
+        any node sharing it can send them."""
+        super().__init__(target, password, upgrade, node=node, lease_s=lease_s)
         self.results_root = results_root
 
     def _stored(self, item: NewDelivery) -> str:
@@ -207,7 +204,7 @@ class Outbox(Database):
         with self.transaction() as db:
             taken = db.execute(
                 "UPDATE outbox SET claimed_by = ?, lease_until = ? WHERE id = ? AND state = ?"
-                " AND (claimed_by IS NULL OR claimed_by = ? OR lease_until < ?)",
+                f" AND {claimable()}",
                 (self.node, now + self.lease_s, row_id, RowState.PENDING, self.node, now))
         return bool(taken.rowcount)
 
