@@ -117,14 +117,17 @@ _HELD_HERE = "(claimed_by IS NULL OR claimed_by = ?)"
 
 _INSTANCE_COLUMNS = ("id, sop_instance_uid, sop_class_uid, study_uid, series_uid, calling_ae, "
                      "path, received_at, state, reason, result_json, heatmap_path, replaced")
-"""Report attempts of a study (issue 20 defect 1, studies columns of migration 3): a report
-that cannot be built is tried a bounded number of times, then the study shows
-``report-failed`` with the reason until it grows (a new revision) or is retried by hand."""
+"""The columns :func:`_record` reads, in order."""
 
 
 @dataclass(frozen=True)
 class ReportFailure:
-    """A study whose report could not be built (``cxr-gateway status``)."""
+    """A study whose report could not be built (``cxr-gateway status``).
+
+    Report attempts of a study (issue 20 defect 1, studies columns of migration 3): a
+    report that cannot be built is tried a bounded number of times, then the study shows
+    ``report-failed`` with the reason until it grows (a new revision) or is retried by hand.
+    """
 
     study_uid: str
     revision: int
@@ -411,8 +414,6 @@ class Journal(Database):
         record = _record(row)
         return replace(record, path=self.local_path(record.path), heatmap_path=None
                        if record.heatmap_path is None else self.local_path(record.heatmap_path))
-
-
 
 
 def _touch_study(db: Tx, study_uid: str, now: float) -> None:
