@@ -12,7 +12,6 @@ upload is refused (422), and with no known age the answer's ``notes`` say so.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
@@ -22,7 +21,6 @@ from fastapi.responses import JSONResponse
 from inference.results import prediction_to_dict
 from web.context import NOTICE, WebContext
 from web.images import render
-from web.intended_use import upload_notes
 from web.uploads import DecodeLimits, UploadError, UploadResult, classify_upload
 
 log = logging.getLogger(__name__)
@@ -70,9 +68,9 @@ def predict_routes(ctx: WebContext) -> APIRouter:
             raise HTTPException(503, f"models not loaded: {ctx.engine_error}")
         try:
             data = _read_limited(file, ctx.max_upload_bytes)
-            notes = upload_notes(data, age_years, ctx.settings.inference.min_patient_age_years)
-            result = classify_upload(data, ctx.engine, ctx.api_metrics.timer, _limits(ctx))
-            result = replace(result, prediction=replace(result.prediction, notes=notes))
+            result = classify_upload(data, ctx.engine, ctx.api_metrics.timer, _limits(ctx),
+                                     age_years=age_years,
+                                     min_age_years=ctx.settings.inference.min_patient_age_years)
         except UploadError as err:
             log.info("upload refused (%d): %s", err.status, err)
             raise HTTPException(int(err.status), str(err)) from err

@@ -26,13 +26,14 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Any, Final, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+from pydicom import Dataset
 from starlette.exceptions import HTTPException
 
 from inference.pixels import (
@@ -48,6 +49,7 @@ from inference.pixels import (
 from inference.preprocess import PreprocessError
 from inference.quality import QualityVerdict, check_quality, verdict_for_pixel_error
 from inference.results import Prediction
+from web.intended_use import upload_age_verdict
 
 log = logging.getLogger(__name__)
 
@@ -169,39 +171,41 @@ class UploadLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def sniff(data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> UploadKind:
-    """The upload's type from its first bytes; :class:`UploadError` (415) if none fits."""
+def sniff(data: bytes) -> UploadKind:
+    """The upload's type from its first bytes: PNG, JPEG, else a DICOM candidate that
+    :func:`read_dicom` confirms by parsing it (415 when it does not parse)."""
     if data.startswith(PNG_SIGNATURE):
         return UploadKind.PNG
     if data.startswith(JPEG_SIGNATURE):
         return UploadKind.JPEG
-    if data[DICOM_PREFIX_OFFSET:DICOM_PREFIX_OFFSET + 4] == b"DICM":
-        return UploadKind.DICOM
-    try:
-        load_dicom(data, max_inflated_bytes)
-    except PixelError:
-        raise UploadError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                          "not a PNG, JPEG or DICOM file; upload a chest radiograph in one "
-                          "of these formats") from None
     return UploadKind.DICOM
 
 
-def dicom_gray(data: bytes, limits: DecodeLimits = DecodeLimits()) -> NDArray[np.float32]:
+def read_dicom(data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> Dataset:
+    """Parse a DICOM upload, once: 413 past ``dicom.max_inflated_mb``, 415 when unreadable.
+
+    Without the PS3.10 ``DICM`` prefix the upload is DICOM only if it parses; if it
+    does not, it is none of the accepted formats.
+    """
+    try:
+        return load_dicom(data, max_inflated_bytes)
+    except PixelError as err:
+        if data[DICOM_PREFIX_OFFSET:DICOM_PREFIX_OFFSET + 4] != b"DICM":
+            raise UploadError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                              "not a PNG, JPEG or DICOM file; upload a chest radiograph in one "
+                              "of these formats") from None
+        status = (HTTPStatus.REQUEST_ENTITY_TOO_LARGE if isinstance(err, InflateLimitError)
+                  else HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
+        raise UploadError(status, str(err)) from err
+
+
+def dicom_gray(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
     """Decode a DICOM upload after the quality gate; 422 when the gate or decoding refuses it."""
+    _require(check_quality(ds, min_age_years=0))  # the age rule: upload_age_verdict, before
     try:
-        ds = load_dicom(data, limits.max_inflated_bytes)
-    except InflateLimitError as err:
-        raise UploadError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(err)) from err
+        return dicom_to_gray(ds, max_pixels)
     except PixelError as err:
-        raise UploadError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, str(err)) from err
-    verdict = check_quality(ds, min_age_years=0)  # the age rule: web.intended_use, with a stated age
-    if not verdict.ok:
-        raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {verdict.reason}")
-    try:
-        return dicom_to_gray(ds, limits.max_pixels)
-    except PixelError as err:
-        reason = verdict_for_pixel_error(err).reason
-        raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {reason}") from err
+        raise _not_classified(verdict_for_pixel_error(err).reason) from err
 
 
 def picture_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
@@ -212,7 +216,7 @@ def picture_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[n
             fh.write(data)
         return file_to_gray(name, max_pixels)
     except PixelLimitError as err:
-        raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {err}") from err
+        raise _not_classified(str(err)) from err
     except PixelError as err:
         raise UploadError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                           "the file looks like a PNG or JPEG but cannot be decoded; "
@@ -221,18 +225,32 @@ def picture_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[n
         os.unlink(name)
 
 
+def _not_classified(reason: str) -> UploadError:
+    return UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {reason}")
+
+
+def _require(verdict: QualityVerdict) -> tuple[str, ...]:
+    """The verdict's notes when it accepts; the 422 :class:`UploadError` when it refuses."""
+    if not verdict.ok:
+        raise _not_classified(verdict.reason)
+    return verdict.notes
+
+
 def classify_upload(data: bytes, predictor: Predictor, timer: StageTimer,
-                    limits: DecodeLimits = DecodeLimits()) -> UploadResult:
-    """Sniff, decode (with the quality gate for DICOM) and run both classifiers."""
+                    limits: DecodeLimits = DecodeLimits(), *, age_years: float | None = None,
+                    min_age_years: float = 0.0) -> UploadResult:
+    """Sniff, decode (with the age rule, and the quality gate for DICOM) and run both
+    classifiers; the prediction's ``notes`` are the age rule's (:mod:`web.intended_use`)."""
     if not data:
         raise UploadError(HTTPStatus.BAD_REQUEST, "the uploaded file is empty")
-    kind = sniff(data, limits.max_inflated_bytes)
+    kind = sniff(data)
     with timer("decode"):
-        gray = (dicom_gray(data, limits) if kind is UploadKind.DICOM
-                else picture_gray(data, limits.max_pixels))
+        ds = read_dicom(data, limits.max_inflated_bytes) if kind is UploadKind.DICOM else None
+        notes = _require(upload_age_verdict(ds, age_years, min_age_years))
+        gray = picture_gray(data, limits.max_pixels) if ds is None else dicom_gray(ds, limits.max_pixels)
     verdict = predictor.check_pixels(gray)
     if verdict is not None:
-        raise UploadError(HTTPStatus.UNPROCESSABLE_ENTITY, f"not classified: {verdict.reason}")
+        raise _not_classified(verdict.reason)
     try:
         with timer("inference"):
             prediction = predictor.predict_gray(gray, heatmap=True)
@@ -241,4 +259,4 @@ def classify_upload(data: bytes, predictor: Predictor, timer: StageTimer,
                           f"the image cannot be classified: {err}") from err
     log.info("upload classified (%s, %dx%d): %s", kind.value, gray.shape[1], gray.shape[0],
              prediction.finding.value)
-    return UploadResult(kind, gray, prediction)
+    return UploadResult(kind, gray, replace(prediction, notes=notes))
