@@ -111,7 +111,7 @@ class Admission:
     def snapshot(self) -> tuple[int, int]:
         """``(pending, admitted)`` connections now."""
         with self._lock:
-            pending = sum(t.pending for t in self._open)
+            pending = self._pending_count()
             return pending, len(self._open) - pending
 
     def admit(self, sock: socket.socket, host: str) -> Ticket | None:
@@ -193,7 +193,7 @@ class Admission:
 
     def _expire(self, ticket: Ticket) -> None:
         with self._lock:
-            if ticket.closed or not ticket.pending:
+            if not ticket.pending:  # established, or closed already (_drop clears it)
                 return
             self._drop(ticket)
         self.refusals.record(Refusal.ESTABLISHMENT_DEADLINE, ticket.host,
