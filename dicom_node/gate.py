@@ -57,13 +57,13 @@ class GatedRequestHandler(RequestHandler):
         # ends with the deadline too, so a closed or expired connection's thread ends with it.
         left = ticket.opened + self.server.admission.limits.deadline_s - time.monotonic()
         assoc.acse_timeout = max(min(self.ae.acse_timeout or left, left), 0.1)
-        self.server.track(assoc, ticket)
+        assoc.bind(evt.EVT_ESTABLISHED, self.server.on_established, [ticket])
+        assoc.bind(evt.EVT_CONN_CLOSE, self.server.on_closed, [ticket])
         try:
             evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
             assoc.start()
             assoc.join()
         finally:
-            self.server.untrack(assoc)
             _stop_transport(assoc, ticket)
 
     def _handshake(self, context: ssl.SSLContext, ticket: Ticket) -> bool:
@@ -97,35 +97,18 @@ class GatedServer(ThreadedAssociationServer):
                  admission: Admission, tls: ssl.SSLContext | None = None) -> None:
         self.admission = admission
         self.tls = tls  # used by each connection's thread, never by the accept loop
-        self._tickets: dict[Association, Ticket] = {}
-        self._tickets_lock = threading.Lock()
-        handlers = [*(evt_handlers or []), (evt.EVT_ESTABLISHED, self._on_established),
-                    (evt.EVT_CONN_CLOSE, self._on_closed)]
-        super().__init__(ae, address, ae_title, contexts, None, evt_handlers=handlers,
+        super().__init__(ae, address, ae_title, contexts, None, evt_handlers=evt_handlers,
                          request_handler=GatedRequestHandler)
 
-    def track(self, assoc: Association, ticket: Ticket) -> None:
-        with self._tickets_lock:
-            self._tickets[assoc] = ticket
-
-    def untrack(self, assoc: Association) -> None:
-        with self._tickets_lock:
-            self._tickets.pop(assoc, None)
-
-    def _on_established(self, event: Event) -> None:
-        """``EVT_ESTABLISHED``: the caller passed the policy; its slot is no longer pending."""
-        with self._tickets_lock:
-            ticket = self._tickets.get(event.assoc)
-        if ticket is not None:
-            self.admission.established(ticket)
+    def on_established(self, event: Event, ticket: Ticket) -> None:
+        """``EVT_ESTABLISHED`` (bound per association with its ticket): the caller passed the
+        policy; its slot is no longer pending."""
+        self.admission.established(ticket)
         event.assoc.acse_timeout = self.ae.acse_timeout  # dicom.timeouts.acse from now on
 
-    def _on_closed(self, event: Event) -> None:
+    def on_closed(self, event: Event, ticket: Ticket) -> None:
         """``EVT_CONN_CLOSE``: the slot is free now, not when pynetdicom's thread ends."""
-        with self._tickets_lock:
-            ticket = self._tickets.get(event.assoc)
-        if ticket is not None:
-            self.admission.release(ticket)
+        self.admission.release(ticket)
 
 
 def serve_gated(ae: AE, address: tuple[str, int], handlers: list[evt.EventHandlerType],
