@@ -50,6 +50,7 @@ BLOCKS: Final = 16
 TEXTURE_LAYOUT: Final = 4
 FINE_BINS: Final = 128
 PEAK_BINS: Final = 8
+SHARPNESS_PERCENTILES: Final = (90, 99)
 MIN_SPAN: Final = 1e-4
 """Smallest 1st-99th percentile grey-level span (of [0, 1]) kept apart; flatter is flat."""
 
@@ -87,14 +88,28 @@ def _autocorrelation(u: NDArray[np.float32]) -> list[float]:
     return out
 
 
-def _gradients(u: NDArray[np.float32]) -> list[float]:
+@dataclass(frozen=True)
+class _Gradients:
+    """3x3 Sobel derivatives of a thumbnail and their magnitude, computed once for every feature."""
+
+    gx: NDArray[np.float32]
+    gy: NDArray[np.float32]
+    magnitude: NDArray[np.float32]
+
+    @classmethod
+    def of(cls, u: NDArray[np.float32]) -> _Gradients:
+        gx = np.asarray(cv2.Sobel(u, cv2.CV_32F, 1, 0, ksize=3), dtype=np.float32)
+        gy = np.asarray(cv2.Sobel(u, cv2.CV_32F, 0, 1, ksize=3), dtype=np.float32)
+        return cls(gx, gy, np.hypot(gx, gy))
+
+
+def _gradients(g: _Gradients) -> list[float]:
     """Mean gradient, structure-tensor coherence (1 for stripes) and horizontal share."""
-    gx = cv2.Sobel(u, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(u, cv2.CV_32F, 0, 1, ksize=3)
+    gx, gy = g.gx, g.gy
     xx, yy, xy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
     energy = xx + yy + 1e-8
     coherence = float(np.hypot(xx - yy, 2.0 * xy)) / energy
-    return [float(np.hypot(gx, gy).mean()), coherence, xx / energy]
+    return [float(g.magnitude.mean()), coherence, xx / energy]
 
 
 def _spectrum(u: NDArray[np.float32]) -> list[float]:
@@ -109,15 +124,12 @@ def _spectrum(u: NDArray[np.float32]) -> list[float]:
             for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _texture(u: NDArray[np.float32]) -> list[float]:
+def _texture(u: NDArray[np.float32], magnitude: NDArray[np.float32]) -> list[float]:
     """Where the detail is: radiographs are textured in the lungs and smooth elsewhere, while
     noise and natural textures are alike everywhere and drawn shapes are flat with sharp edges."""
     blocks = u.reshape(BLOCKS, u.shape[0] // BLOCKS, BLOCKS, u.shape[1] // BLOCKS)
     spread = blocks.std(axis=(1, 3))
     level = float(spread.mean()) + 1e-6
-    gx = cv2.Sobel(u, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(u, cv2.CV_32F, 0, 1, ksize=3)
-    magnitude = np.hypot(gx, gy)
     scale = float(magnitude.mean()) + 1e-6
     where = cv2.resize(spread / level, (TEXTURE_LAYOUT, TEXTURE_LAYOUT), interpolation=cv2.INTER_AREA)
     return [float(np.log(level)), float(spread.std()) / level, float((spread < 0.01).mean()),
@@ -127,18 +139,16 @@ def _texture(u: NDArray[np.float32]) -> list[float]:
             *where.ravel().tolist()]
 
 
-def _sharpness(fine: NDArray[np.float32], coarse: NDArray[np.float32]) -> list[float]:
+def _sharpness(fine: NDArray[np.float32], fine_magnitude: NDArray[np.float32],
+               coarse_magnitude: NDArray[np.float32]) -> list[float]:
     """Drawn shapes: a few grey levels (a spiky histogram) and step edges, which keep their
     per-pixel height when the image is halved while smooth anatomy's gradients double."""
     hist = np.histogram(fine, bins=FINE_BINS, range=(0.0, 1.0))[0] / fine.size
     peaks = float(np.sort(hist)[-PEAK_BINS:].sum())
     variation = float(np.abs(np.diff(hist)).sum()) / 2.0
-    ratios = []
-    for q in (90, 99):
-        per_side = [float(np.percentile(np.hypot(cv2.Sobel(u, cv2.CV_32F, 1, 0),
-                                                 cv2.Sobel(u, cv2.CV_32F, 0, 1)), q)) for u in (fine, coarse)]
-        ratios.append(per_side[0] / (per_side[1] + 1e-6))
-    return [peaks, variation, *ratios]
+    return [peaks, variation, *(float(np.percentile(fine_magnitude, q))
+                                / (float(np.percentile(coarse_magnitude, q)) + 1e-6)
+                                for q in SHARPNESS_PERCENTILES)]
 
 
 def features(gray: NDArray[np.generic]) -> NDArray[np.float32]:
@@ -154,10 +164,12 @@ def features(gray: NDArray[np.generic]) -> NDArray[np.float32]:
     layout = resized(coarse, LAYOUT_SIDE)
     symmetry = float(np.corrcoef(coarse.ravel(), coarse[:, ::-1].ravel())[0, 1]) if coarse.std() > 0 else 0.0
     rough = [float(np.abs(cv2.Laplacian(u, cv2.CV_32F)).mean()) for u in (fine, coarse)]
+    fine_grad, coarse_grad = _Gradients.of(fine), _Gradients.of(coarse)
     values = [float(np.log(max(span, MIN_SPAN))), float(fine.mean()), float(fine.std()),
               *hist.tolist(), *_autocorrelation(coarse), *rough, symmetry,
-              *_gradients(coarse), *_spectrum(coarse), *layout.ravel().tolist(), *_texture(fine),
-              *_sharpness(fine, coarse)]
+              *_gradients(coarse_grad), *_spectrum(coarse), *layout.ravel().tolist(),
+              *_texture(fine, fine_grad.magnitude),
+              *_sharpness(fine, fine_grad.magnitude, coarse_grad.magnitude)]
     return np.nan_to_num(np.asarray(values, dtype=np.float32))
 
 
