@@ -44,6 +44,7 @@ from hl7apy.core import Message, Segment
 from hl7apy.exceptions import HL7apyException
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sr.coding import Code
 
 from hl7_link.errors import OruBuildError
 from hl7_link.escaping import components, escape
@@ -199,10 +200,6 @@ def person_name(dicom_name: str) -> str:
 def build_oru(facts: StudyFacts, prediction: Prediction, endpoints: Hl7Endpoints,
               control_id: str, now: datetime.datetime | None = None) -> str:
     """The ORU^R01 for one study's result, as ER7 text (segments separated by CR)."""
-    if not control_id or len(control_id) > CONTROL_ID_LENGTH:
-        raise OruBuildError(f"control_id {control_id!r}: expected 1-{CONTROL_ID_LENGTH} "
-                            "characters (MSH-10)")
-    now = now or datetime.datetime.now()
     text = _message(facts, list(_observations(facts, prediction)), endpoints, control_id, now,
                     (ResultStatus.PRELIMINARY, ResultStatus.PRELIMINARY))
     log.info("built ORU^R01 %s for study %s: %s", control_id, facts.study_uid,
@@ -214,17 +211,8 @@ def build_not_analysed_oru(facts: StudyFacts, text: str, endpoints: Hl7Endpoints
                            control_id: str, now: datetime.datetime | None = None) -> str:
     """The ORU^R01 of a study the AI did not analyse: ``text`` ("not analysed: <reason>") as
     the impression, OBR-25 ``I`` and every OBX-11 ``X`` (:class:`NotAnalysedStatus`)."""
-    if not control_id or len(control_id) > CONTROL_ID_LENGTH:
-        raise OruBuildError(f"control_id {control_id!r}: expected 1-{CONTROL_ID_LENGTH} "
-                            "characters (MSH-10)")
-    now = now or datetime.datetime.now()
-    observations: list[Observation] = [
-        (ValueType.TEXT, "", _coded(IMPRESSION.value, IMPRESSION.meaning, "DCM"),
-         text_lines(text), ""),
-        (ValueType.STRING, "", _coded(*STUDY_INSTANCE_UID), escape(facts.study_uid), ""),
-        (ValueType.TEXT, "", _coded(COMMENT.value, COMMENT.meaning, "DCM"),
-         text_lines(SR_DISCLAIMER), ""),
-    ]
+    observations = [_text_row(IMPRESSION, text), _study_uid_row(facts),
+                    _text_row(COMMENT, SR_DISCLAIMER)]
     message = _message(facts, observations, endpoints, control_id, now,
                        (NotAnalysedStatus.ORDER, NotAnalysedStatus.OBSERVATION))
     log.info("built ORU^R01 %s for study %s: not analysed", control_id, facts.study_uid)
@@ -232,9 +220,13 @@ def build_not_analysed_oru(facts: StudyFacts, text: str, endpoints: Hl7Endpoints
 
 
 def _message(facts: StudyFacts, observations: list[Observation], endpoints: Hl7Endpoints,
-             control_id: str, now: datetime.datetime, statuses: tuple[str, str]) -> str:
+             control_id: str, now: datetime.datetime | None, statuses: tuple[str, str]) -> str:
     """MSH, PID, OBR (OBR-25 ``statuses[0]``) and one OBX per observation (OBX-11
     ``statuses[1]``), validated STRICT against v2.5.1."""
+    if not control_id or len(control_id) > CONTROL_ID_LENGTH:
+        raise OruBuildError(f"control_id {control_id!r}: expected 1-{CONTROL_ID_LENGTH} "
+                            "characters (MSH-10)")
+    now = now or datetime.datetime.now()
     try:
         message = Message("ORU_R01", version=HL7_VERSION,
                           validation_level=VALIDATION_LEVEL.STRICT)
@@ -320,14 +312,20 @@ def _observations(facts: StudyFacts, prediction: Prediction) -> Iterator[Observa
            _coded(impression.value, impression.meaning, impression.scheme_designator), "")
     for sub_id, score in enumerate((prediction.tb_vs_normal, prediction.pneumonia_vs_tb), 1):
         yield from _classifier_observations(str(sub_id), score)
-    yield (ValueType.STRING, "", _coded(*STUDY_INSTANCE_UID), escape(facts.study_uid), "")
-    yield (ValueType.TEXT, "", _coded(IMPRESSION_DESCRIPTION.value, IMPRESSION_DESCRIPTION.meaning,
-                                      "DCM"), text_lines(impression_summary(prediction)), "")
-    yield (ValueType.TEXT, "", _coded(COMMENT.value, COMMENT.meaning, "DCM"),
-           text_lines(SR_DISCLAIMER), "")
+    yield _study_uid_row(facts)
+    yield _text_row(IMPRESSION_DESCRIPTION, impression_summary(prediction))
+    yield _text_row(COMMENT, SR_DISCLAIMER)
     for note in prediction.notes:  # e.g. "patient age unknown: intended use ... not confirmed"
-        yield (ValueType.TEXT, "", _coded(COMMENT.value, COMMENT.meaning, "DCM"),
-               text_lines(note), "")
+        yield _text_row(COMMENT, note)
+
+
+def _study_uid_row(facts: StudyFacts) -> Observation:
+    return (ValueType.STRING, "", _coded(*STUDY_INSTANCE_UID), escape(facts.study_uid), "")
+
+
+def _text_row(name: Code, text: str) -> Observation:
+    """A TX observation named by the DCM concept ``name``; ``text`` wrapped into lines."""
+    return (ValueType.TEXT, "", _coded(name.value, name.meaning, "DCM"), text_lines(text), "")
 
 
 def _classifier_observations(sub_id: str, score: ClassifierScore) -> Iterator[Observation]:
