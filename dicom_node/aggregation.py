@@ -199,7 +199,7 @@ class Aggregator(threading.Thread):
     def __init__(self, journal: Journal, sink: ResultSink, quiet_period_s: float,
                  stop: threading.Event, poll_s: float = 1.0,
                  policy: ReportPolicy | None = None,
-                 pause: Callable[[], object] | None = None) -> None:
+                 pause: Callable[[], None] | None = None) -> None:
         super().__init__(name="aggregator", daemon=True)
         self.pause = pause  # before each study: give way to intake (IntakeActivity.wait_quiet)
         self.journal = journal

@@ -112,12 +112,11 @@ class IntakeActivity:
     def busy(self) -> bool:
         return time.monotonic() - self._last < self.quiet_s
 
-    def wait_quiet(self, stop: threading.Event) -> float:
-        """Wait until intake paused for ``quiet_s`` (or ``max_wait_s``, or ``stop``); seconds waited."""
+    def wait_quiet(self, stop: threading.Event) -> None:
+        """Wait until intake paused for ``quiet_s`` (or ``max_wait_s`` passed, or ``stop``)."""
         start = time.monotonic()
         while self.busy() and time.monotonic() - start < self.max_wait_s and not stop.is_set():
             stop.wait(self.quiet_s / 5)
-        return time.monotonic() - start
 
 
 class BoundedAssociationSocket(AssociationSocket):

@@ -116,7 +116,7 @@ class Worker(threading.Thread):
 
     def __init__(self, name: str, journal: Journal, pipeline: Pipeline, max_attempts: int,
                  stop: threading.Event, poll_s: float = 0.2,
-                 pause: Callable[[], object] | None = None) -> None:
+                 pause: Callable[[], None] | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.journal = journal
         self.pipeline = pipeline
