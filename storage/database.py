@@ -75,6 +75,20 @@ def redacted(target: str | Path) -> str:
     return str(target)
 
 
+def stored_path(path: Path, root: Path | None) -> str:
+    """How a shared-folder path is recorded: relative to ``root`` when under it, so every node
+    that mounts the folder elsewhere finds it (issue 22)."""
+    if root is not None and path.is_relative_to(root):
+        return str(path.relative_to(root))
+    return str(path)
+
+
+def local_path(stored: object, root: Path | None) -> Path:
+    """A recorded path on this node: relative ones joined to ``root``."""
+    path = Path(str(stored))
+    return path if path.is_absolute() or root is None else root / path
+
+
 def bind(sql: str, args: Sequence[object]) -> tuple[Any, dict[str, object]]:
     """``?`` placeholders -> named bound parameters; enums by value, paths as text."""
     parts = sql.split("?")

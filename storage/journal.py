@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from storage.database import DEFAULT_LEASE_S, Database, Tx, claimable
+from storage.database import DEFAULT_LEASE_S, Database, Tx, claimable, local_path, stored_path
 from storage.errors import JournalError
 
 
@@ -152,14 +152,11 @@ class Journal(Database):
 
     def stored_path(self, path: Path) -> str:
         """How a spool path is recorded: relative to the spool root when under it."""
-        if self.spool_root is not None and path.is_relative_to(self.spool_root):
-            return str(path.relative_to(self.spool_root))
-        return str(path)
+        return stored_path(path, self.spool_root)
 
     def local_path(self, stored: object) -> Path:
         """A recorded spool path on this node (relative ones joined to the spool root)."""
-        path = Path(str(stored))
-        return path if path.is_absolute() or self.spool_root is None else self.spool_root / path
+        return local_path(stored, self.spool_root)
 
     def has_instance(self, sop_instance_uid: str) -> bool:
         return bool(self.query("SELECT 1 FROM instances WHERE sop_instance_uid = ?",

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from storage.database import DEFAULT_LEASE_S, Database, claimable
+from storage.database import DEFAULT_LEASE_S, Database, claimable, local_path, stored_path
 from storage.errors import OutboxError
 
 log = logging.getLogger(__name__)
@@ -142,18 +142,16 @@ class Outbox(Database):
         self.results_root = results_root
 
     def _stored(self, item: NewDelivery) -> str:
-        path = Path(item.payload)
-        if (item.channel is Channel.DICOM and self.results_root is not None
-                and path.is_relative_to(self.results_root)):
-            return str(path.relative_to(self.results_root))
-        return item.payload
+        """The payload as recorded: a DICOM file's path relative to the results root."""
+        if item.channel is not Channel.DICOM or self.results_root is None:
+            return item.payload
+        return stored_path(Path(item.payload), self.results_root)
 
     def _row(self, r: tuple[object, ...]) -> OutboxRow:
         row = _row(r)
         if row.channel is not Channel.DICOM or self.results_root is None:
             return row
-        path = Path(row.payload)
-        return row if path.is_absolute() else replace(row, payload=str(self.results_root / path))
+        return replace(row, payload=str(local_path(row.payload, self.results_root)))
 
     def enqueue(self, items: Sequence[NewDelivery], now: float | None = None) -> int:
         """Queue ``items`` in one transaction; returns how many were new.
