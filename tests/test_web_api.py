@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.schema import Settings
@@ -17,15 +15,18 @@ from dicom_node.journal import Journal
 from inference.engine import InferenceEngine
 from tests.dicom_factory import make_chest, make_lateral, make_nm, make_relabelled_mono1, make_sr, make_tiny
 from tests.web_support import (
+    LOCAL,
     STUDY_A,
     STUDY_B,
     STUDY_NM,
     STUDY_Q,
     TOKEN,
     Filled,
+    client,
     dicom_bytes,
+    engine,
     fill,
-    models_folder,
+    models,
     png_bytes,
     settings_for,
 )
@@ -33,31 +34,13 @@ from web import create_app
 from web.metrics import OTHER_REASON, reason_code
 
 pytestmark = pytest.mark.slow
-LOCAL = ("127.0.0.1", 50123)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_folder(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def engine(models: Path) -> InferenceEngine:
-    return InferenceEngine.from_models_dir(models, {"tb-vs-normal": 0.5})
+__all__ = ["client", "engine", "models"]  # fixtures shared from tests/web_support.py
 
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory, models: Path, engine: InferenceEngine) -> Filled:
     folder = tmp_path_factory.mktemp("web")
     return fill(folder, settings_for(folder, models), engine)
-
-
-@pytest.fixture
-def client(filled: Filled, engine: InferenceEngine) -> Iterator[TestClient]:
-    app = create_app(filled.settings, engine, filled.journal, outbox=filled.outbox,
-                     registry=CollectorRegistry())
-    with TestClient(app, client=LOCAL) as c:
-        yield c
 
 
 def test_health_and_ready(client: TestClient) -> None:

@@ -25,10 +25,11 @@ from inference.engine import InferenceEngine
 from tests.conftest import PROJECT_ROOT
 from tests.dicom_factory import make_chest, write
 from tests.gateway_harness import free_port
-from tests.web_support import STUDY_A, Filled, fill, models_folder, png_bytes, settings_for
+from tests.web_support import STUDY_A, Filled, engine, fill, models, png_bytes, settings_for
 from web.server import WebServer, start_web
 
 pytestmark = pytest.mark.slow
+__all__ = ["engine", "models"]  # fixtures shared from tests/web_support.py
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -41,11 +42,9 @@ RERENDERED = (StaleElementReferenceException,)
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
-    models = models_folder(tmp_path_factory)
+def filled(tmp_path_factory: pytest.TempPathFactory, models: Path, engine: InferenceEngine) -> Filled:
     folder = tmp_path_factory.mktemp("web-browser")
-    settings = settings_for(folder, models, port=free_port())
-    return fill(folder, settings, InferenceEngine.from_models_dir(models, {"tb-vs-normal": 0.5}))
+    return fill(folder, settings_for(folder, models, port=free_port()), engine)
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,13 @@ from config.schema import Settings
 from dicom_node.journal import Journal
 from inference.engine import InferenceEngine
 from tests.dicom_factory import make_chest
-from tests.web_support import dicom_bytes, models_folder, png_bytes, settings_for
+from tests.web_support import LOCAL, dicom_bytes, engine, models, png_bytes, settings_for
+from tests.worklist_support import AGE_NOTE as NOTE
+from tests.worklist_support import CHILD_REASON as CHILD
 from web import create_app
 
 pytestmark = pytest.mark.slow
-LOCAL = ("127.0.0.1", 50125)
-NOTE = "patient age unknown: intended use (15 years and over) not confirmed"
-CHILD = "outside intended use: patient aged 6 years (inference.min_patient_age_years = 15)"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_folder(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def engine(models: Path) -> InferenceEngine:
-    return InferenceEngine.from_models_dir(models, {"tb-vs-normal": 0.5})
+__all__ = ["engine", "models"]  # fixtures shared from tests/web_support.py
 
 
 def _client(settings: Settings, engine: InferenceEngine) -> TestClient:

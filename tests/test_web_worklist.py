@@ -10,7 +10,6 @@ localhost and never in the log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from dicom_node.worklist import display_name, patient_columns
 from inference.engine import InferenceEngine
 from tests.dicom_factory import PATIENT_NAME
-from tests.web_support import STUDY_A, TOKEN, Filled, models_folder, settings_for
+from tests.web_support import LOCAL, STUDY_A, TOKEN, Filled, client, engine, models, settings_for
 from tests.worklist_support import (
     AGE_NOTE,
     CHILD_ID,
@@ -35,26 +34,12 @@ from tests.worklist_support import (
 from web import create_app
 
 pytestmark = pytest.mark.slow
-LOCAL = ("127.0.0.1", 50124)
+__all__ = ["client", "engine", "models"]  # fixtures shared from tests/web_support.py
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> InferenceEngine:
-    return InferenceEngine.from_models_dir(models_folder(tmp_path_factory), {"tb-vs-normal": 0.5})
-
-
-@pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory, engine: InferenceEngine) -> Filled:
-    folder = tmp_path_factory.mktemp("worklist")
-    return fill_worklist(folder, models_folder(tmp_path_factory), engine)
-
-
-@pytest.fixture
-def client(filled: Filled, engine: InferenceEngine) -> Iterator[TestClient]:
-    app = create_app(filled.settings, engine, filled.journal, outbox=filled.outbox,
-                     registry=CollectorRegistry())
-    with TestClient(app, client=LOCAL) as c:
-        yield c
+def filled(tmp_path_factory: pytest.TempPathFactory, models: Path, engine: InferenceEngine) -> Filled:
+    return fill_worklist(tmp_path_factory.mktemp("worklist"), models, engine)
 
 
 def _rows(client: TestClient, **params: Any) -> dict[str, dict[str, Any]]:
@@ -109,12 +94,11 @@ def test_patient_columns_need_the_token_beyond_localhost(filled: Filled,
         assert allowed.status_code == 200 and UNKNOWN_ID in allowed.text
 
 
-def test_patient_data_never_in_the_log(filled: Filled, engine: InferenceEngine,
+def test_patient_data_never_in_the_log(filled: Filled, models: Path, engine: InferenceEngine,
                                        caplog: pytest.LogCaptureFixture,
                                        tmp_path_factory: pytest.TempPathFactory) -> None:
     caplog.set_level(logging.DEBUG)
-    again = fill_worklist(tmp_path_factory.mktemp("worklist-log"),
-                          models_folder(tmp_path_factory), engine)
+    again = fill_worklist(tmp_path_factory.mktemp("worklist-log"), models, engine)
     with TestClient(create_app(again.settings, engine, again.journal,
                                registry=CollectorRegistry()), client=LOCAL) as c:
         assert UNKNOWN_ID in c.get("/api/v1/studies").text

@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from inference.engine import InferenceEngine
 from tests.gateway_harness import free_port
 from tests.test_web_browser import RERENDERED, _shot, browser
-from tests.web_support import Filled, models_folder, png_bytes
+from tests.web_support import Filled, engine, models, png_bytes
 from tests.worklist_support import (
     AGE_NOTE,
     CHILD_ID,
@@ -36,7 +36,7 @@ from tests.worklist_support import (
 from web.server import WebServer, start_web
 
 pytestmark = pytest.mark.slow
-__all__ = ["browser"]  # the Chromium fixture, shared with tests/test_web_browser.py
+__all__ = ["browser", "engine", "models"]  # fixtures of tests/test_web_browser.py, tests/web_support.py
 
 SCORE = re.compile(r"^(\d\.\d{3}), threshold (\d\.\d{3})$")
 ROWS_SCRIPT = """return [...document.querySelectorAll("#studies tbody tr")].map(r => ({
@@ -46,9 +46,8 @@ ROWS_SCRIPT = """return [...document.querySelectorAll("#studies tbody tr")].map(
 
 
 @pytest.fixture(scope="module")
-def worklist(tmp_path_factory: pytest.TempPathFactory) -> Filled:
-    models = models_folder(tmp_path_factory)
-    engine = InferenceEngine.from_models_dir(models, {"tb-vs-normal": 0.5})
+def worklist(tmp_path_factory: pytest.TempPathFactory, models: Path,
+             engine: InferenceEngine) -> Filled:
     return fill_worklist(tmp_path_factory.mktemp("worklist-browser"), models, engine,
                          port=free_port())
 

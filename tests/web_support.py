@@ -5,19 +5,26 @@ throwaway tiny models trained on the synthetic set (as in
 ``tests/test_training_pipeline.py``). The journal is filled by the real
 worker path (quality gate, pixel decoding, both classifiers); the outbox rows
 are queued and failed through the outbox's own API.
+
+The fixtures ``models``, ``engine`` and ``client`` are shared by importing them
+into a test module (named in its ``__all__``); ``client`` needs the module's
+own ``filled`` fixture.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import cv2
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 from pydicom.dataset import Dataset
 
 from config.schema import Settings
@@ -29,6 +36,7 @@ from inference.engine import InferenceEngine
 from tests.conftest import MODELS_DIR
 from tests.dicom_factory import make_chest, make_nm, write
 from tests.synthetic_cxr import phantom, write_dataset
+from web import create_app
 
 TOKEN = "s3cret-token-for-tests-0123"
 TINY = ["--arch", "compact", "--size", "64", "--epochs", "2", "--steps-per-epoch", "3",
@@ -37,6 +45,8 @@ STUDY_A = "1.2.826.0.1.3680043.8.498.7001"  # two chest images, classified, a de
 STUDY_B = "1.2.826.0.1.3680043.8.498.7002"  # one chest image, classified, delivered
 STUDY_NM = "1.2.826.0.1.3680043.8.498.7003"  # nuclear medicine: skipped
 STUDY_Q = "1.2.826.0.1.3680043.8.498.7004"  # received, still queued
+THRESHOLDS: Final = {"tb-vs-normal": 0.5}
+LOCAL: Final = ("127.0.0.1", 50123)  # the TestClient's peer: localhost, let in without the token
 
 
 _TRAINED: dict[str, Path] = {}  # tiny models trained once per test session
@@ -51,6 +61,25 @@ def models_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if "tiny" not in _TRAINED:
         _TRAINED["tiny"] = _train_tiny(tmp_path_factory)
     return _TRAINED["tiny"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return models_folder(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def engine(models: Path) -> InferenceEngine:
+    return InferenceEngine.from_models_dir(models, THRESHOLDS)
+
+
+@pytest.fixture
+def client(filled: Filled, engine: InferenceEngine) -> Iterator[TestClient]:
+    """The app over the module's ``filled`` journal and outbox, from localhost."""
+    app = create_app(filled.settings, engine, filled.journal, outbox=filled.outbox,
+                     registry=CollectorRegistry())
+    with TestClient(app, client=LOCAL) as c:
+        yield c
 
 
 def _train_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -70,7 +99,7 @@ def settings_for(folder: Path, models: Path, **web: Any) -> Settings:
         "dicom": {"accept_any_caller": True},
         "storage": {"spool_dir": "spool", "database": "journal.sqlite", "min_free_mb": 1,
                     "node_name": "web-test-node"},
-        "inference": {"models_dir": str(models), "thresholds": {"tb-vs-normal": 0.5}},
+        "inference": {"models_dir": str(models), "thresholds": THRESHOLDS},
         "destinations": {"dicom": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
                                     "port": 11199}]},
         "web": web,
