@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import (
     Column,
+    Connection,
     Double,
     ForeignKey,
     Index,
@@ -165,7 +166,7 @@ def apply_migrations(db: Database) -> list[int]:
         with db.transaction() as tx:
             if tx.dialect == "postgresql":  # one upgrading node at a time
                 tx.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(2202)")
-            version = _version_in(tx)
+            version = _version(tx.conn)
             if version >= LATEST:
                 return applied
             what, step = MIGRATIONS[version]
@@ -176,10 +177,11 @@ def apply_migrations(db: Database) -> list[int]:
         applied.append(version + 1)
 
 
-def _version_in(tx: Tx) -> int:
-    if not inspect(tx.conn).has_table("schema_version"):
+def _version(conn: Connection) -> int:
+    """The version recorded in ``schema_version`` (0 when the table is absent or empty)."""
+    if not inspect(conn).has_table("schema_version"):
         return 0
-    return int(tx.execute("SELECT MAX(version) FROM schema_version").fetchall()[0][0] or 0)
+    return int(conn.exec_driver_sql("SELECT MAX(version) FROM schema_version").scalar() or 0)
 
 
 def ensure_schema(db: Database, upgrade: bool) -> None:
@@ -204,7 +206,4 @@ def schema_version(db: Database) -> int:
 
     with db.engine.connect() as conn:
         conn.execution_options(**{READ_ONLY: True})
-        if not inspect(conn).has_table("schema_version"):
-            return 0
-        row = conn.exec_driver_sql("SELECT MAX(version) FROM schema_version").fetchone()
-    return int(row[0] or 0) if row else 0
+        return _version(conn)
