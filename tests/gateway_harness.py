@@ -170,11 +170,14 @@ class GatewayProcess:
         raise TimeoutError(f"{sql!r} gave {value!r}, expected {expected!r}\n{self.log()[-3000:]}")
 
 
-def echo(port: int, calling: str = "ECHOSCU", called: str = OWN_AE, tls: Any = None) -> int | None:
-    """C-ECHO status, or ``None`` when no association was established."""
+def echo(port: int, calling: str = "ECHOSCU", called: str = OWN_AE, tls: Any = None,
+         source: str | None = None) -> int | None:
+    """C-ECHO status, or ``None`` when no association was established; from the local
+    address ``source`` when given (the admission tests' distinct hosts, 127.0.0.x)."""
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls,
+                         bind_address=(source or "", 0))
     if not assoc.is_established:
         return None
     try:

@@ -1,4 +1,4 @@
-"""Hostile DICOM peers for the admission tests: silent and dribbling sockets, a bound C-ECHO.
+"""Hostile DICOM peers for the admission tests: silent and dribbling sockets, /metrics.
 
 Each peer is a real TCP connection to the running gateway; ``closed_by_gateway``
 tells whether the gateway closed it (end-of-file or reset), which is how a
@@ -13,12 +13,8 @@ import struct
 import threading
 import time
 import urllib.request
-from typing import Any
 
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-from tests.gateway_harness import OWN_AE, GatewayProcess
+from tests.gateway_harness import GatewayProcess
 
 A_ASSOCIATE_RQ = 0x01
 
@@ -77,22 +73,6 @@ def wait_closed(sock: socket.socket, timeout: float) -> bool:
         return False
     except OSError:
         return True  # reset by the gateway
-
-
-def echo_from(port: int, source: str, calling: str = "ECHOSCU", tls: Any = None) -> int | None:
-    """C-ECHO status from the local address ``source`` (``None``: no association)."""
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = 30
-    assoc = ae.associate("127.0.0.1", port, ae_title=OWN_AE, bind_address=(source, 0),
-                         tls_args=tls)
-    if not assoc.is_established:
-        return None
-    try:
-        status = assoc.send_c_echo()
-        return int(status.Status) if "Status" in status else None
-    finally:
-        assoc.release()
 
 
 def wait_web(gateway: GatewayProcess, timeout: float = 60.0) -> None:

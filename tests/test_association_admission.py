@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_harness import GatewayProcess, free_port, gateway_config
-from tests.hostile_peers import Dribbler, echo_from, refused_counts, wait_web
+from tests.gateway_harness import GatewayProcess, echo, free_port, gateway_config
+from tests.hostile_peers import Dribbler, refused_counts, wait_web
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_ten_dribblers_from_one_host_leave_room_for_a_caller(gateway: GatewayPro
     peers = _dribblers(gateway.port, ["127.0.0.1"] * 10)
     try:
         time.sleep(0.5)
-        assert echo_from(gateway.port, LEGIT) == 0x0000
+        assert echo(gateway.port, source=LEGIT) == 0x0000
         assert sum(p.closed_by_gateway.is_set() for p in peers) >= 7
     finally:
         _close(peers)
@@ -82,7 +82,7 @@ def test_full_pending_budget_evicts_the_oldest_for_a_new_caller(gateway: Gateway
     peers = _dribblers(gateway.port, [f"127.0.0.{n}" for n in (3, 4, 5, 6)])
     try:
         time.sleep(1.5)  # older than EVICT_MIN_AGE_S, well inside the deadline
-        assert echo_from(gateway.port, LEGIT) == 0x0000
+        assert echo(gateway.port, source=LEGIT) == 0x0000
     finally:
         _close(peers)
     assert "association refused (pending_evicted) from 127.0.0.3" in gateway.log()
@@ -91,7 +91,7 @@ def test_full_pending_budget_evicts_the_oldest_for_a_new_caller(gateway: Gateway
 
 def test_policy_rejection_is_counted(gateway: GatewayProcess) -> None:
     before = refused_counts(_web_port(gateway)).get("policy", 0)
-    assert echo_from(gateway.port, LEGIT, calling="STRANGER") is None
+    assert echo(gateway.port, "STRANGER", source=LEGIT) is None
     assert "association rejected (CALLING_AE_NOT_RECOGNIZED): calling AE 'STRANGER'" \
         in gateway.log()
     assert refused_counts(_web_port(gateway))["policy"] == before + 1
@@ -100,5 +100,5 @@ def test_policy_rejection_is_counted(gateway: GatewayProcess) -> None:
 def test_slots_are_free_again_after_the_abuse(gateway: GatewayProcess, tmp_path: Path) -> None:
     """Six legitimate associations at once fit again once the dribblers are gone."""
     for _ in range(6):
-        assert echo_from(gateway.port, LEGIT) == 0x0000
-    assert echo_from(gateway.port, "127.0.0.1") == 0x0000
+        assert echo(gateway.port, source=LEGIT) == 0x0000
+    assert echo(gateway.port, source="127.0.0.1") == 0x0000

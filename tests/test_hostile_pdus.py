@@ -24,8 +24,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from tests.gateway_harness import OWN_AE, GatewayProcess, free_port, gateway_config
-from tests.hostile_peers import echo_from
+from tests.gateway_harness import OWN_AE, GatewayProcess, echo, free_port, gateway_config
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +162,7 @@ def test_fuzzed_pdus_leave_the_gateway_serving(gateway: GatewayProcess) -> None:
     p_data = [ok for ok, (_, messages) in zip(delivered, cases, strict=True) if len(messages) == 2]
     assert sum(p_data) >= len(p_data) // 2, "too few P-DATA cases reached an association"
     assert gateway.alive(), gateway.log()[-3000:]
-    assert echo_from(gateway.port, "127.0.0.1") == 0x0000
+    assert echo(gateway.port, source="127.0.0.1") == 0x0000
     assert _wait(lambda: _all_slots(gateway.port)), "a slot is still held after the fuzzing"
     assert gateway.rows("SELECT COUNT(*) FROM instances")[0][0] == 0
 
