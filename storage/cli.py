@@ -13,8 +13,8 @@ from pathlib import Path
 
 from config import DEFAULT_CONFIG, ConfigError, load_settings
 from storage.database import Database
-from storage.errors import StorageError
-from storage.migrations import LATEST, apply_migrations, schema_version
+from storage.errors import SchemaVersionError, StorageError
+from storage.migrations import LATEST, schema_version
 
 EXIT_OK, EXIT_CONFIG = 0, 2
 
@@ -36,29 +36,34 @@ def cmd_db(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    target = settings.database_target()
+    target, password = settings.database_target(), settings.database_password()
     try:
-        database = Database(target, password=settings.database_password(), upgrade=False)
+        database = Database(target, password=password, upgrade=False)
     except StorageError as err:
         if args.action == "version" or not _upgradable(err):
             print(err, file=sys.stderr)
             return EXIT_CONFIG
-        database = Database(target, password=settings.database_password(), upgrade=True)
-        print(f"{database.path}: upgraded to schema version {LATEST}")
-        database.close()
-        return EXIT_OK
-    try:
+        return _upgrade(target, password)
+    try:  # opened without upgrading: already at this release's version
         version = schema_version(database)
-        if args.action == "upgrade":
-            apply_migrations(database)
     finally:
         database.close()
     print(f"{database.path}: schema version {version} (this release: {LATEST})")
     return EXIT_OK
 
 
-def _upgradable(err: StorageError) -> bool:
-    from storage.errors import SchemaVersionError
+def _upgrade(target: str | Path, password: str | None) -> int:
+    """Open with ``upgrade``: the missing migrations run (:func:`storage.migrations.ensure_schema`)."""
+    try:
+        database = Database(target, password=password, upgrade=True)
+    except StorageError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    database.close()
+    print(f"{database.path}: upgraded to schema version {LATEST}")
+    return EXIT_OK
 
+
+def _upgradable(err: StorageError) -> bool:
     cause = err.__cause__
     return isinstance(cause, SchemaVersionError) and cause.found < cause.expected
