@@ -12,7 +12,6 @@ upload is refused (422), and with no known age the answer's ``notes`` say so.
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Response, UploadFile
@@ -21,19 +20,11 @@ from fastapi.responses import JSONResponse
 from inference.results import prediction_to_dict
 from web.context import NOTICE, WebContext
 from web.images import render
-from web.uploads import DecodeLimits, UploadError, UploadResult, classify_upload
+from web.uploads import DecodeLimits, UploadError, UploadResult, classify_upload, read_limited
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/predictions"
-
-
-def _read_limited(file: UploadFile, limit: int) -> bytes:
-    data = file.file.read(limit + 1)
-    if len(data) > limit:
-        raise UploadError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                          f"the file is larger than {limit // 2**20} MB; upload one chest radiograph")
-    return data
 
 
 def _limits(ctx: WebContext) -> DecodeLimits:
@@ -67,7 +58,7 @@ def predict_routes(ctx: WebContext) -> APIRouter:
         if ctx.engine is None:
             raise HTTPException(503, f"models not loaded: {ctx.engine_error}")
         try:
-            data = _read_limited(file, ctx.max_upload_bytes)
+            data = read_limited(file.file, ctx.max_upload_bytes)
             result = classify_upload(data, ctx.engine, ctx.api_metrics.timer, _limits(ctx),
                                      age_years=age_years,
                                      min_age_years=ctx.settings.inference.min_patient_age_years)

@@ -13,7 +13,8 @@ sentence for the person who uploaded the file.
 Limits (issue 20, defect 6): :class:`UploadLimit` counts the request body as
 it streams in and answers 413 once it passes ``web.max_upload_mb``, so the
 multipart parser never spools more than the limit (a chunked upload has no
-Content-Length to check in advance); a decoded image is bounded by
+Content-Length to check in advance), and :func:`read_limited` holds the spooled
+file itself to the limit exactly; a decoded image is bounded by
 ``inference.max_pixels`` read from its header (422) and a Deflated DICOM by
 ``dicom.max_inflated_mb`` (413).
 """
@@ -29,7 +30,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Any, Final, Protocol
+from typing import Any, BinaryIO, Final, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -114,6 +115,16 @@ class BodyTooLarge(HTTPException):
 def _too_large(limit: int) -> str:
     return (f"the file is larger than {limit // 2**20} MB (web.max_upload_mb); "
             "upload one chest radiograph")
+
+
+def read_limited(file: BinaryIO, limit: int) -> bytes:
+    """The uploaded file's bytes; 413 when it is over ``limit``. :class:`UploadLimit` bounds
+    the whole request body (the file and the multipart framing around it) as it streams;
+    this is the exact check of the file alone, once the parser has spooled it."""
+    data = file.read(limit + 1)
+    if len(data) > limit:
+        raise UploadError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _too_large(limit))
+    return data
 
 
 class UploadLimit:
