@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import warnings
 from collections.abc import Sequence
 from typing import Final
 
@@ -35,35 +34,28 @@ from highdicom.sr import (
     AlgorithmIdentification,
     Comprehensive3DSR,
     ContainerContentItem,
-    ContentSequence,
-    DeviceObserverIdentifyingAttributes,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
-    ObservationContext,
-    ObserverContext,
     RelationshipTypeValues,
     SourceImageForMeasurementGroup,
     TextContentItem,
     TrackingIdentifier,
 )
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import UID
 
-from inference.own_outputs import SR_SERIES_DESCRIPTION
 from results.codes import (
     COMMENT,
     IMAGING_MEASUREMENT_REPORT,
     IMPRESSION_DESCRIPTION,
     PLAIN_CHEST_XRAY,
     PROCESSING_EQUIPMENT,
-    QUALITATIVE_EVALUATIONS,
     SR_DISCLAIMER,
 )
 from results.evidence import ResultBuildError
 from results.headers import clean_header
 from results.identity import GatewayIdentity, UidKind, derive_uid
-from results.sr import SR_SERIES_NUMBER, UTF8
+from results.sr import library_images, observation_context, qualitative_evaluations, report_sr
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +86,10 @@ def build_not_analysed_sr(sources: Sequence[Dataset], text: str, identity: Gatew
         raise ResultBuildError("sources: expected images of one study")
     headers = [clean_header(ds).dataset for ds in sources]
     now = now or datetime.datetime.now()
-    series_uid, sop_uid = not_analysed_uids(headers, text, identity)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # highdicom's PN warnings quote the name
-        sr = Comprehensive3DSR(
-            evidence=headers, content=_report(headers, text, identity),
-            series_instance_uid=series_uid, series_number=SR_SERIES_NUMBER,
-            sop_instance_uid=sop_uid, instance_number=1, manufacturer=identity.manufacturer,
-            is_complete=True, is_final=False, is_verified=False,
-            institution_name=identity.institution_name,
-            performed_procedure_codes=[PLAIN_CHEST_XRAY],
-            contributing_equipment=[_gate_equipment(identity)],
-            series_description=SR_SERIES_DESCRIPTION, specific_character_set=UTF8,
-            manufacturer_model_name=QUALITY_GATE_NAME,
-            software_versions=identity.software_version,
-            device_serial_number=identity.serial_number,
-            content_date=now.date(), content_time=now.time(),
-            series_date=now.date(), series_time=now.time())
-    log.info("built not-analysed SR %s for study %s, %d image(s)", sop_uid,
+    uids = not_analysed_uids(headers, text, identity)
+    sr = report_sr(headers, _report(headers, text, identity), uids, identity,
+                   _gate_equipment(identity), QUALITY_GATE_NAME, now)
+    log.info("built not-analysed SR %s for study %s, %d image(s)", uids[1],
              headers[0].StudyInstanceUID, len(headers))
     return sr
 
@@ -127,41 +105,21 @@ def _report(sources: Sequence[Dataset], text: str,
         algorithm_id=gate,
         source_images=[SourceImageForMeasurementGroup.from_source_image(ds) for ds in sources])
     report = MeasurementReport(
-        observation_context=_observation_context(identity),
+        observation_context=observation_context(identity, QUALITY_GATE_NAME),
         procedure_reported=PLAIN_CHEST_XRAY, imaging_measurements=[group],
-        title=IMAGING_MEASUREMENT_REPORT, referenced_images=_library(sources))
+        title=IMAGING_MEASUREMENT_REPORT, referenced_images=library_images(sources))
     report[0].ContentSequence.append(_evaluations(text))
     return report
 
 
-def _library(sources: Sequence[Dataset]) -> list[Dataset] | None:
-    """Images for the Image Library (TID 1603 needs orientation and pixel spacing)."""
-    for ds in sources:
-        if len(ds.get("PatientOrientation") or []) != 2 or "ImagerPixelSpacing" not in ds:
-            return None
-    return list(sources)
-
-
-def _observation_context(identity: GatewayIdentity) -> ObservationContext:
-    device = DeviceObserverIdentifyingAttributes(
-        uid=identity.device_uid, name=identity.name, manufacturer_name=identity.manufacturer,
-        model_name=QUALITY_GATE_NAME, serial_number=identity.serial_number)
-    observer = ObserverContext(observer_type=codes.DCM.Device,
-                               observer_identifying_attributes=device)
-    return ObservationContext(observer_person_context=None, observer_device_context=observer)
-
-
 def _evaluations(text: str) -> ContainerContentItem:
     """TID 1500 row 12: the reason as text, and the disclaimer; no coded finding."""
-    container = ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
-                                     relationship_type=RelationshipTypeValues.CONTAINS)
-    container.ContentSequence = ContentSequence([
+    return qualitative_evaluations([
         TextContentItem(name=IMPRESSION_DESCRIPTION, value=text,
                         relationship_type=RelationshipTypeValues.CONTAINS),
         TextContentItem(name=COMMENT, value=SR_DISCLAIMER,
                         relationship_type=RelationshipTypeValues.CONTAINS),
     ])
-    return container
 
 
 def _gate_equipment(identity: GatewayIdentity) -> ContributingEquipment:

@@ -39,11 +39,13 @@ import warnings
 from collections.abc import Sequence
 from typing import Final
 
+from highdicom import ContributingEquipment
 from highdicom.sr import (
     AlgorithmIdentification,
     CodeContentItem,
     Comprehensive3DSR,
     ContainerContentItem,
+    ContentItem,
     ContentSequence,
     DeviceObserverIdentifyingAttributes,
     Measurement,
@@ -129,33 +131,36 @@ def build_sr(images: Sequence[ClassifiedImage], study_prediction: Prediction,
     now = now or datetime.datetime.now()
     series_uid, sop_uid = sr_uids(images, study_prediction, identity)
     report = _report(images, study_prediction, identity)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # highdicom's PN warnings quote the name
-        sr = _comprehensive_sr(images, report, series_uid, sop_uid, study_prediction,
-                               identity, now)
+    sr = report_sr([image.dataset for image in images], report, (series_uid, sop_uid), identity,
+                   algorithm_equipment(identity, study_prediction), COMBINED_ALGORITHM_NAME, now)
     log.info("built SR %s for study %s: %s, %d image(s)", sop_uid,
              images[0].dataset.StudyInstanceUID, study_prediction.finding.value, len(images))
     return sr
 
 
-def _comprehensive_sr(images: Sequence[ClassifiedImage], report: MeasurementReport,
-                      series_uid: UID, sop_uid: UID, study_prediction: Prediction,
-                      identity: GatewayIdentity, now: datetime.datetime) -> Comprehensive3DSR:
-    return Comprehensive3DSR(
-        evidence=[image.dataset for image in images], content=report,
-        series_instance_uid=series_uid, series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=sop_uid, instance_number=1,
-        manufacturer=identity.manufacturer, is_complete=True, is_final=False,
-        is_verified=False, institution_name=identity.institution_name,
-        performed_procedure_codes=[PLAIN_CHEST_XRAY],
-        contributing_equipment=[algorithm_equipment(identity, study_prediction)],
-        series_description=SR_SERIES_DESCRIPTION, specific_character_set=UTF8,
-        manufacturer_model_name=COMBINED_ALGORITHM_NAME,
-        software_versions=identity.software_version,
-        device_serial_number=identity.serial_number,
-        content_date=now.date(), content_time=now.time(),
-        series_date=now.date(), series_time=now.time(),
-    )
+def report_sr(evidence: Sequence[Dataset], report: MeasurementReport, uids: tuple[UID, UID],
+              identity: GatewayIdentity, equipment: ContributingEquipment, model_name: str,
+              now: datetime.datetime) -> Comprehensive3DSR:
+    """The gateway's SR header around ``report``: its own series (:data:`SR_SERIES_NUMBER`,
+    :data:`inference.own_outputs.SR_SERIES_DESCRIPTION`), unverified and preliminary,
+    ``equipment`` as Contributing Equipment; ``uids`` are (series, SOP instance)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # highdicom's PN warnings quote the name
+        return Comprehensive3DSR(
+            evidence=evidence, content=report,
+            series_instance_uid=uids[0], series_number=SR_SERIES_NUMBER,
+            sop_instance_uid=uids[1], instance_number=1,
+            manufacturer=identity.manufacturer, is_complete=True, is_final=False,
+            is_verified=False, institution_name=identity.institution_name,
+            performed_procedure_codes=[PLAIN_CHEST_XRAY],
+            contributing_equipment=[equipment],
+            series_description=SR_SERIES_DESCRIPTION, specific_character_set=UTF8,
+            manufacturer_model_name=model_name,
+            software_versions=identity.software_version,
+            device_serial_number=identity.serial_number,
+            content_date=now.date(), content_time=now.time(),
+            series_date=now.date(), series_time=now.time(),
+        )
 
 
 def _with_clean_headers(images: Sequence[ClassifiedImage]) -> list[ClassifiedImage]:
@@ -175,37 +180,37 @@ def _report(images: Sequence[ClassifiedImage], study_prediction: Prediction,
             identity: GatewayIdentity) -> MeasurementReport:
     groups = [_image_group(image, identity) for image in images]
     groups.append(_study_group(images, study_prediction, identity))
+    model_names = " + ".join(s.model_name for s in _scores(study_prediction))
     report = MeasurementReport(
-        observation_context=_observation_context(study_prediction, identity),
+        observation_context=observation_context(identity, model_names),
         procedure_reported=PLAIN_CHEST_XRAY,
         imaging_measurements=groups,
         title=IMAGING_MEASUREMENT_REPORT,
-        referenced_images=_library_images(images),
+        referenced_images=library_images([image.dataset for image in images]),
     )
     report[0].ContentSequence.append(_report_evaluations(study_prediction))
     return report
 
 
-def _library_images(images: Sequence[ClassifiedImage]) -> list[Dataset] | None:
+def library_images(datasets: Sequence[Dataset]) -> list[Dataset] | None:
     """Images for the Image Library (TID 1600), or None when a projection image lacks the
     Patient Orientation or Imager Pixel Spacing its entry needs (TID 1603; both are optional
     in the CR IOD, PS3.3 A.2.3)."""
-    datasets = [image.dataset for image in images]
     for ds in datasets:
         if len(ds.get("PatientOrientation") or []) != 2 or "ImagerPixelSpacing" not in ds:
             log.debug("image library left out: %s lacks orientation or pixel spacing",
                       ds.SOPInstanceUID)
             return None
-    return datasets
+    return list(datasets)
 
 
-def _observation_context(prediction: Prediction, identity: GatewayIdentity) -> ObservationContext:
-    """TID 1001 with a Device Observer (TID 1004): the gateway and its models."""
+def observation_context(identity: GatewayIdentity, model_name: str) -> ObservationContext:
+    """TID 1001 with a Device Observer (TID 1004): the gateway, ``model_name`` what decided."""
     device = DeviceObserverIdentifyingAttributes(
         uid=identity.device_uid,
         name=identity.name,
         manufacturer_name=identity.manufacturer,
-        model_name=" + ".join(s.model_name for s in _scores(prediction)),
+        model_name=model_name,
         serial_number=identity.serial_number,
     )
     observer = ObserverContext(observer_type=codes.DCM.Device,
@@ -277,9 +282,7 @@ def _combined_algorithm(prediction: Prediction,
 
 def _report_evaluations(prediction: Prediction) -> ContainerContentItem:
     """TID 1500 row 12: the study impression, its explanation and the disclaimer."""
-    container = ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
-                                     relationship_type=RelationshipTypeValues.CONTAINS)
-    container.ContentSequence = ContentSequence([
+    return qualitative_evaluations([
         CodeContentItem(name=IMPRESSION, value=impression_code(prediction),
                         relationship_type=RelationshipTypeValues.CONTAINS),
         TextContentItem(name=IMPRESSION_DESCRIPTION, value=impression_summary(prediction),
@@ -290,4 +293,11 @@ def _report_evaluations(prediction: Prediction) -> ContainerContentItem:
                           relationship_type=RelationshipTypeValues.CONTAINS)
           for note in prediction.notes),
     ])
+
+
+def qualitative_evaluations(items: Sequence[ContentItem]) -> ContainerContentItem:
+    """The TID 1500 row 12 container (Qualitative Evaluations) holding ``items``."""
+    container = ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
+                                     relationship_type=RelationshipTypeValues.CONTAINS)
+    container.ContentSequence = ContentSequence(list(items))
     return container
