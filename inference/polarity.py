@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from inference.preprocess import whole_factor_shrink
 from inference.quality import GateCode, QualityVerdict
 from inference.registry import ModelError, default_models_dir
 
@@ -36,11 +37,16 @@ DEFAULT_THRESHOLD: Final = 0.9
 
 
 def thumbnail(gray: NDArray[np.generic]) -> NDArray[np.float32]:
-    """The model's input: ``THUMB_SIDE``² area-resized, 1st-99th percentile windowed, flattened."""
+    """The model's input: ``THUMB_SIDE``² area-resized, 1st-99th percentile windowed, flattened.
+
+    A large image is first shrunk by a whole factor (:func:`inference.preprocess.whole_factor_shrink`,
+    as the out-of-distribution check does): one area resize of a 2048-pixel image to 24 took
+    13 ms on one core, the two steps about 1 ms, and P(inverted) moves by less than 1e-5.
+    """
     img = np.asarray(gray, dtype=np.float32)
     if img.ndim != 2 or min(img.shape) < 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {img.shape}")
-    small = cv2.resize(img, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(whole_factor_shrink(img), (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
     lo, hi = np.percentile(small, [1.0, 99.0])
     return np.clip((small - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).ravel().astype(np.float32)
 

@@ -55,6 +55,7 @@ SURROUND_DARK = 0.12  # surround: darker than 12 % of the probe's 0.5-99.5 perce
 SURROUND_SHARE = 0.5  # ... and connected to the edge; a column (row) more than half surround goes
 FAST_RESIZE_HEADROOM = 3  # block-average a large image down to >= 3x the model input first
 WINDOW_PERCENTILES = (0.5, 99.5)
+CHECK_SHRINK_SIDE = 256  # the pixel checks' thumbnails come from an image shrunk to about this side
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = 8
 
@@ -223,6 +224,23 @@ def crop_box(gray: NDArray[np.float32]) -> CropBox:
     box = box.inner(surround.top, surround.left, surround.bottom, surround.right)
     margin = margin_box((box.bottom - box.top, box.right - box.left))
     return box.inner(margin.top, margin.left, margin.bottom, margin.right)
+
+
+def whole_factor_shrink(gray: NDArray[np.float32], min_side: int = CHECK_SHRINK_SIDE) -> NDArray[np.float32]:
+    """``gray`` block-averaged by the largest whole factor ``k`` that keeps its shorter side at
+    ``min_side`` or more (its top-left ``k``-divisible part); unchanged when ``k`` < 2.
+
+    OpenCV's whole-factor area path, several times quicker on a large image than
+    one area resize by an arbitrary ratio. The pixel checks (:mod:`inference.ood`,
+    :mod:`inference.polarity`) take their thumbnails from it; shrinking an image
+    already shrunk this way changes nothing, so the engine shrinks once for both.
+    """
+    k = min(gray.shape) // min_side
+    if k < 2:
+        return gray
+    rows, cols = gray.shape[0] // k, gray.shape[1] // k
+    return np.asarray(cv2.resize(gray[:rows * k, :cols * k], (cols, rows),
+                                 interpolation=cv2.INTER_AREA), dtype=np.float32)
 
 
 def area_resize(gray: NDArray[np.float32], size: int) -> NDArray[np.float32]:
