@@ -12,18 +12,15 @@ from dicom_node.errors import JournalError
 from storage import journal as _store
 from storage.journal import (
     Admission,
-    Admitted,
     InstanceRecord,
     InstanceState,
     Job,
-    JobState,
     NewInstance,
-    ReportFailure,
     StoredResult,
 )
 
-__all__ = ["Admission", "Admitted", "InstanceRecord", "InstanceState", "Job", "JobState", "Journal",
-           "NewInstance", "ReportFailure", "StoredResult"]
+__all__ = ["Admission", "InstanceRecord", "InstanceState", "Job", "Journal", "NewInstance",
+           "StoredResult"]
 
 
 class Journal(_store.Journal):
