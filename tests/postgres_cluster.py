@@ -91,8 +91,7 @@ class Cluster:
         """Run one statement as the superuser (autocommit: CREATE DATABASE needs it)."""
         import psycopg
 
-        with psycopg.connect(self.url(database).replace("postgresql://", "postgresql://", 1),
-                             autocommit=True) as conn:
+        with psycopg.connect(self.url(database), autocommit=True) as conn:
             conn.execute(statement)  # type: ignore[arg-type]
 
     def new_database(self, template: str | None = None) -> str:
