@@ -15,6 +15,10 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -97,15 +101,6 @@ def config_keys() -> dict[str, object]:
 
     keys: dict[str, object] = {}
 
-    def model_of(annotation: object) -> type[BaseModel] | None:
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            return annotation
-        for arg in getattr(annotation, "__args__", ()):
-            found = model_of(arg) if not isinstance(arg, type(Ellipsis)) else None
-            if found is not None and getattr(annotation, "__origin__", None) in (tuple, list):
-                return found
-        return None
-
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             key = f"{prefix}{name}"
@@ -113,8 +108,8 @@ def config_keys() -> dict[str, object]:
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 walk(annotation, key + ".")
                 continue
-            item = model_of(annotation)
-            if item is not None and getattr(annotation, "__origin__", None) in (tuple, list):
+            item = _item_model(annotation)
+            if item is not None:
                 keys[key] = ()
                 walk(item, key + "[].")
                 continue
@@ -123,6 +118,16 @@ def config_keys() -> dict[str, object]:
 
     walk(Settings, "")
     return keys
+
+
+def _item_model(annotation: object) -> type[BaseModel] | None:
+    """The model ``M`` of a ``tuple[M, ...]`` or ``list[M]`` field, else ``None``."""
+    from pydantic import BaseModel
+
+    if getattr(annotation, "__origin__", None) not in (tuple, list):
+        return None
+    item = getattr(annotation, "__args__", (None,))[0]
+    return item if isinstance(item, type) and issubclass(item, BaseModel) else None
 
 
 def result_codes() -> str:
