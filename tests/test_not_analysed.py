@@ -27,6 +27,7 @@ from results.not_analysed import build_not_analysed_sr
 from tests.dicom_factory import write
 from tests.dicom_validation import dciodvfy, dsrdump
 from tests.results_support import IDENTITY, STUDY_UID, source
+from tests.sr_content import content_items
 
 NOW = datetime.datetime(2024, 1, 2, 12, 0, 5)
 TEXT = "not analysed: not a chest radiograph (Body Part Examined 'SKULL')"
@@ -35,16 +36,7 @@ AGE_TEXT = ("not analysed: outside intended use: patient aged 6 years "
 
 
 def _texts(sr: pydicom.Dataset) -> list[str]:
-    found: list[str] = []
-
-    def walk(items: pydicom.Sequence) -> None:
-        for item in items:
-            if item.ValueType == "TEXT":
-                found.append(str(item.TextValue))
-            if "ContentSequence" in item:
-                walk(item.ContentSequence)
-    walk(sr.ContentSequence)
-    return found
+    return [str(item.TextValue) for item in content_items(sr) if item.ValueType == "TEXT"]
 
 
 @pytest.mark.parametrize("text", [TEXT, AGE_TEXT])
@@ -59,22 +51,14 @@ def test_not_analysed_sr_passes_dciodvfy_and_says_why(text: str, tmp_path: Path)
     assert "Imaging Measurement Report" in tree and "Impression Description" in tree
     read = pydicom.dcmread(path)
     assert text in _texts(read) and SR_DISCLAIMER in _texts(read)
-    assert not any(item.ValueType == "NUM" for item in _all_items(read))  # no score
+    assert not any(item.ValueType == "NUM" for item in content_items(read))  # no score
     assert not any(item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeValue
-                   == "121073" for item in _all_items(read))  # no coded impression
+                   == "121073" for item in content_items(read))  # no coded impression
     assert read.StudyInstanceUID == STUDY_UID and gateway_mark(read) is not None
     assert read.VerificationFlag == "UNVERIFIED"
     again = build_not_analysed_sr(images[::-1], text, IDENTITY, NOW)
     assert again.SOPInstanceUID == sr.SOPInstanceUID  # handed over again: nothing new queued
     assert Comprehensive3DSR.from_dataset(read).SOPInstanceUID == sr.SOPInstanceUID
-
-
-def _all_items(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
-    out = []
-    for item in ds.get("ContentSequence", []):
-        out.append(item)
-        out.extend(_all_items(item))
-    return out
 
 
 def test_not_analysed_oru_validates_with_its_statuses() -> None:

@@ -37,6 +37,7 @@ from tests.results_rig import (
     running_rig,
     wait_until,
 )
+from tests.sr_content import content_items
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def test_skull_gets_a_not_analysed_sr_and_oru(rig: Rig, tmp_path: Path) -> None:
     sr_path = rig.orthanc.download(found[0]["ID"], tmp_path / "sr.dcm")
     report = dciodvfy(sr_path)
     assert report.errors == (), report.output
-    texts = [str(i.TextValue) for i in _items(pydicom.dcmread(sr_path)) if "TextValue" in i]
+    texts = [str(i.TextValue) for i in content_items(pydicom.dcmread(sr_path)) if "TextValue" in i]
     assert SKULL_TEXT in texts
     message = parse_message(_oru_of(rig, study), validation_level=VALIDATION_LEVEL.STRICT)
     assert message.validate()
@@ -89,14 +90,6 @@ def test_skull_gets_a_not_analysed_sr_and_oru(rig: Rig, tmp_path: Path) -> None:
     assert (first.obx_11.to_er7(), unescape("".join(f.to_er7() for f in first.obx_5))) == (
         "X", SKULL_TEXT)
     assert results_in_orthanc(rig.orthanc, study).get("OT") is None  # no heatmap: no score
-
-
-def _items(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
-    out = []
-    for item in ds.get("ContentSequence", []):
-        out.append(item)
-        out.extend(_items(item))
-    return out
 
 
 def _status(rig: Rig) -> str:
