@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from inference.ood import OodModel, load_ood
 from inference.polarity import PolarityModel, invert, load_polarity
-from inference.preprocess import preprocess_sizes, view_stack
+from inference.preprocess import preprocess_sizes, view_stack, whole_factor_shrink
 from inference.quality import QualityVerdict
 from inference.registry import PNEUMONIA_VS_TB, TB_VS_NORMAL, ModelSpec, Thresholds, load_registry
 from inference.results import ClassifierScore, Prediction, combine
@@ -172,10 +172,11 @@ class InferenceEngine:
         (the polarity check flags it and its inversion passes) gets the polarity reason,
         which names the attribute to fix.
         """
-        inverted = self.polarity.check(gray) if self.polarity is not None else None
+        small = whole_factor_shrink(np.asarray(gray, dtype=np.float32))  # once for both checks
+        inverted = self.polarity.check(small) if self.polarity is not None else None
         if self.ood is not None:
-            verdict = self.ood.check(gray)
-            if verdict is not None and (inverted is None or self.ood.check(invert(gray)) is not None):
+            verdict = self.ood.check(small)
+            if verdict is not None and (inverted is None or self.ood.check(invert(small)) is not None):
                 return verdict
         return inverted
 

@@ -235,7 +235,7 @@ def whole_factor_shrink(gray: NDArray[np.float32], min_side: int = CHECK_SHRINK_
     :mod:`inference.polarity`) take their thumbnails from it; shrinking an image
     already shrunk this way changes nothing, so the engine shrinks once for both.
     """
-    k = min(gray.shape) // min_side
+    k = min(gray.shape) // min_side if gray.ndim == 2 else 0
     if k < 2:
         return gray
     rows, cols = gray.shape[0] // k, gray.shape[1] // k
