@@ -19,11 +19,14 @@ from dataclasses import dataclass
 
 from storage.database import Database
 from storage.errors import StorageError
+from storage.journal import JobState
+from storage.outbox import RowState
 
 log = logging.getLogger(__name__)
 
-_HELD = (("jobs", "state = 'running'"), ("studies", "claimed_by IS NOT NULL"),
-         ("outbox", "state = 'pending'"))
+_HELD = (("jobs", f"state = '{JobState.RUNNING}'"), ("studies", "claimed_by IS NOT NULL"),
+         ("outbox", f"state = '{RowState.PENDING}'"))
+"""Per table, the rows whose lease a node renews and counts as held."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any, Final
 from storage.database import Database
 from storage.journal import InstanceState as I  # noqa: N814
 from storage.journal import JobState
+from storage.outbox import RowState as R  # noqa: N814
 
 
 class StudyStatus(StrEnum):
@@ -41,8 +42,8 @@ def _count(condition: str) -> str:
     return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
 
-_DELIVERIES_SQL = f"""SELECT study_uid, {_count("state = 'pending'")} AS d_pending,
-    {_count("state = 'delivered'")} AS d_delivered, {_count("state = 'dead'")} AS d_dead
+_DELIVERIES_SQL = f"""SELECT study_uid, {_count(f"state = '{R.PENDING}'")} AS d_pending,
+    {_count(f"state = '{R.DELIVERED}'")} AS d_delivered, {_count(f"state = '{R.DEAD}'")} AS d_dead
   FROM outbox GROUP BY study_uid"""
 
 S = StudyStatus
