@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -117,7 +118,8 @@ class DicomSettings(_Section):
     max_inflated_mb: int = Field(
         default=256, ge=1, le=65536,
         description="refuse (0xA700) a Deflated instance that inflates to more than this; "
-                    "inflated in bounded chunks")
+                    "inflated in bounded chunks; also bounds uploads (413) and the spool files "
+                    "read again for reports and the console")
     timeouts: Timeouts = Timeouts()
     tls: TlsSettings = TlsSettings()
 
@@ -181,6 +183,8 @@ class StorageSettings(_Section):
         default=None, min_length=1, max_length=64,
         description="this node's name in a shared database (default: host name:DICOM port); "
                     "keep it when the node restarts, so it takes back its own work at once")
+    results_dir: Path = Field(
+        default=Path("var/results"), description="SR and heatmap files waiting for delivery")
 
     @model_validator(mode="before")
     @classmethod
@@ -200,8 +204,6 @@ class StorageSettings(_Section):
     def shared(self) -> bool:
         """The database is PostgreSQL (several nodes may use it)."""
         return isinstance(self.database, str)
-    results_dir: Path = Field(
-        default=Path("var/results"), description="SR and heatmap files waiting for delivery")
 
 
 class SiteThreshold(_Section):
@@ -441,8 +443,6 @@ class Settings(_Section):
 
     def node_name(self) -> str:
         """``storage.node_name``, or host name and DICOM port (unique per machine)."""
-        import socket
-
         return self.storage.node_name or f"{socket.gethostname()}:{self.dicom.port}"
 
     def database_password(self) -> str | None:
