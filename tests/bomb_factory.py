@@ -20,15 +20,10 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
-from pynetdicom import AE, _config
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    ComputedRadiographyImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    SecondaryCaptureImageStorage,
-)
+from pynetdicom import _config
 
 from tests.dicom_factory import make_chest
-from tests.gateway_harness import OWN_AE
+from tests.gateway_harness import store
 
 CHUNK = 1 << 20
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
@@ -150,21 +145,8 @@ def chunked_send() -> Iterator[None]:
 
 def store_file_as_is(port: int, path: Path, syntax: UID, calling: str = "TESTSCU") -> int | None:
     """C-STORE one file in its own transfer syntax without decoding it; the status."""
-    ae = AE(ae_title=calling)
-    ae.dimse_timeout = ae.network_timeout = 600
-    for sop_class in (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
-                      SecondaryCaptureImageStorage):
-        ae.add_requested_context(sop_class, [syntax])
     with chunked_send():
-        assoc = ae.associate("127.0.0.1", port, ae_title=OWN_AE)
-        if not assoc.is_established:
-            raise ConnectionError(f"association with 127.0.0.1:{port} not established")
-        try:
-            rsp = assoc.send_c_store(path)
-            return int(rsp.Status) if rsp and "Status" in rsp else None
-        finally:
-            if assoc.is_established:
-                assoc.release()
+        return store(port, [path], calling, syntax, timeout_s=600)[0]
 
 
 def status_kb(pid: int, field: str) -> int:

@@ -188,13 +188,17 @@ def echo(port: int, calling: str = "ECHOSCU", called: str = OWN_AE, tls: Any = N
 
 
 def store(port: int, items: Iterable[Dataset | Path], calling: str = "TESTSCU",
-          transfer_syntax: str | None = None) -> list[int | None]:
+          transfer_syntax: str | None = None,
+          timeout_s: float | None = None) -> list[int | None]:
     """C-STORE every item on one association; each status (``None``: no response).
 
     Proposes the common storage SOP classes in the default uncompressed
-    syntaxes, or CR/DX/SC in ``transfer_syntax`` only.
+    syntaxes, or CR/DX/SC in ``transfer_syntax`` only. ``timeout_s``: DIMSE and
+    network timeouts (pynetdicom's defaults otherwise).
     """
     ae = AE(ae_title=calling)
+    if timeout_s is not None:
+        ae.dimse_timeout = ae.network_timeout = timeout_s
     if transfer_syntax is None:
         ae.requested_contexts = StoragePresentationContexts[:120]
     else:
