@@ -196,8 +196,8 @@ class Database:
         return self.dialect == "postgresql"
 
     def open_sibling(self, kind: type[D]) -> D:
-        """Another owner (e.g. the outbox of this journal) on the same database."""
-        return kind(self._target, password=self._password)
+        """Another owner (e.g. the outbox of this journal) on the same database, as the same node."""
+        return kind(self._target, password=self._password, node=self.node, lease_s=self.lease_s)
 
     def same_database(self, other: Database) -> bool:
         """Both objects use one database (the same SQLite file or PostgreSQL URL)."""
