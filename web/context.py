@@ -18,7 +18,6 @@ from web.uploads import Predictor
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_UPLOAD_BYTES: Final = 64 * 2**20
 NOTICE: Final = ("Decision support, not a diagnosis: a radiologist or physician must review "
                  "the image and make the diagnosis.")
 
@@ -35,5 +34,5 @@ class WebContext:
     renderings: RenderingCache
     registry: CollectorRegistry
     api_metrics: ApiMetrics
+    max_upload_bytes: int  # web.max_upload_mb, unless create_app was given another
     outbox: Outbox | None = None  # the results outbox, when delivery is configured
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
