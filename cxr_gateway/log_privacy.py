@@ -168,7 +168,7 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
         return
     name = args.thread.name if args.thread is not None else "a thread"
     log.error("uncaught exception in %s", name,
-                       exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+              exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def install(handlers: list[logging.Handler] | None = None) -> PrivacyFilter:
