@@ -49,7 +49,6 @@ class PatientAge:
 
     years: float  # whole years completed for a birth date; the AS value in years otherwise
     days: float  # the same age in days, for infants
-    source: str  # "Patient's Age 034Y" or "Patient's Birth Date and Study Date"
     unit: str = "Y"  # the AS unit it was given in (Y for a birth date)
 
     def words(self) -> str:
@@ -65,7 +64,7 @@ class PatientAge:
 
 def stated_age(years: float) -> PatientAge:
     """An age a person typed in years (an upload's ``age_years``)."""
-    return PatientAge(years, years * DAYS_PER_YEAR, f"stated age {years:g} years")
+    return PatientAge(years, years * DAYS_PER_YEAR)
 
 
 def _count(n: int, unit: str) -> str:
@@ -79,8 +78,7 @@ def parse_age_string(value: str) -> PatientAge | None:
         return None
     number, unit = int(match.group(1)), match.group(2)
     days = number * UNIT_DAYS[unit]
-    return PatientAge(days / DAYS_PER_YEAR if unit != "Y" else float(number), days,
-                      f"Patient's Age {match.group(0)}", unit)
+    return PatientAge(days / DAYS_PER_YEAR if unit != "Y" else float(number), days, unit)
 
 
 def parse_date(value: str) -> datetime.date | None:
@@ -101,7 +99,7 @@ def age_between(birth: datetime.date, on: datetime.date) -> PatientAge | None:
     if birth > on:
         return None
     years = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-    return PatientAge(float(years), float((on - birth).days), "Patient's Birth Date and a study date")
+    return PatientAge(float(years), float((on - birth).days))
 
 
 def patient_age(ds: Dataset) -> PatientAge | None:
