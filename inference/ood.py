@@ -7,11 +7,12 @@ text, a test pattern), and the classifiers score whatever they are given
 only and refuses images whose statistics are unlike the radiographs the
 classifiers were trained on.
 
-:func:`features` describes an image, whatever its size or bit depth, by ~100
-numbers computed on 128x128 and 64x64 area-resized, percentile-windowed
+:func:`features` describes an image, whatever its size or bit depth, by 135
+(``FEATURE_COUNT``) numbers computed on 128x128 and 64x64 area-resized, percentile-windowed
 thumbnails: dynamic range, grey-level histogram, spatial autocorrelation,
-roughness, left-right symmetry, gradient coherence, radial power spectrum and
-an 8x8 layout. :class:`OodModel` standardises them, adds the Mahalanobis
+roughness, left-right symmetry, gradient coherence, radial power spectrum, an
+8x8 layout, where the texture is (a 4x4 layout of block spread) and how sharp
+the edges are (drawn shapes). :class:`OodModel` standardises them, adds the Mahalanobis
 distance to the training radiographs, and a small two-layer perceptron gives
 P(not a radiograph). It costs a few milliseconds on one core, NumPy and
 OpenCV only. ``cxr-gateway train-ood`` fits it (:mod:`training.ood`); it
