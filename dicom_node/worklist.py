@@ -1,29 +1,17 @@
 """Read-only views of the journal for the console, the REST API and the metrics.
 
-The journal (:mod:`dicom_node.journal`) owns the tables and every write; this
-module only reads them, through the statements of :mod:`storage.worklist`
-(only the storage layer runs SQL).
+The journal (:mod:`dicom_node.journal`) makes every write; this module only
+reads, through the statements of :mod:`storage.worklist` (only the storage
+layer runs SQL), which also holds the study status rules (``queued``,
+``report-failed``, ``dead-letter``, ``delivered``, ``classified``, ``failed``,
+``skipped``: the first that matches wins; the outbox is the table of
+:mod:`storage.outbox` in the same database).
+
 The journal stores UIDs, states and scores only; the worklist's patient
 columns (Patient ID, Patient's Name, Accession Number, Study Date, Modality)
 are read from the header of the study's spool file when a page is asked for
 (:func:`patient_columns`) and go only to the web layer (authenticated beyond
 localhost), never to a log.
-
-Study status (one per study, the first rule that matches wins):
-
-* ``queued`` -- an instance is still queued or being classified;
-* ``classified`` -- at least one image was classified;
-* ``failed`` -- nothing classified and at least one instance failed;
-* ``skipped`` -- every instance was skipped by the quality gate (reason kept).
-
-``report-failed`` comes right after ``queued``: the study's report could not be
-built after ``results.max_attempts`` tries; the reason is "report failed: ..."
-(issue 20 defect 1; ``cxr-gateway retry --reports`` tries again).
-
-With the results outbox (table ``outbox`` in the same database,
-:mod:`delivery.outbox`), a classified study is ``dead-letter`` when one of its
-deliveries was given up, and ``delivered`` when every live delivery was
-acknowledged; until then it stays ``classified``.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ on SQLite and PostgreSQL alike (counts as ``SUM(CASE ...)``, no JSON
 functions: the representative result's JSON is returned and read in Python).
 
 Study status (one per study, the first rule that matches wins): ``queued``
-(an instance still queued or classifying), ``report-failed``, ``dead-letter``,
+(an instance still queued or classifying), ``report-failed`` (the report could
+not be built in ``results.max_attempts`` tries, issue 20 defect 1; ``cxr-gateway
+retry --reports`` tries again), ``dead-letter`` (a delivery was given up),
 ``delivered`` (classified and every live delivery acknowledged),
-``classified``, ``failed`` (nothing classified, one failed), ``skipped``.
+``classified``, ``failed`` (nothing classified, one failed), ``skipped`` (every
+instance refused by the quality gate, reason kept).
 """
 
 from __future__ import annotations
