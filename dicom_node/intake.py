@@ -91,7 +91,7 @@ class IntakeLimits:
 class IntakeActivity:
     """When intake last received data, so that background work can give way to it.
 
-    Intake has priority (README, "Intake before classification"): building a
+    Intake has priority (docs/operate.md, "Intake before classification"): building a
     study's result is pure Python (highdicom) and holds the GIL, and
     classification keeps LiteRT's threads (normal priority) on the cores,
     while intake reads each PDU in 4 KB socket reads, every one of which must
