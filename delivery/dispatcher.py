@@ -185,7 +185,7 @@ class Dispatcher(threading.Thread):
 
     def _start_lanes(self) -> None:
         """A running lane for every destination that has one; a lane that died is replaced."""
-        for key in dict.fromkeys([*self.destinations, *self.outbox.lanes()]):
+        for key in self._keys():
             lane = self.lanes.get(key)
             if lane is not None and lane.is_alive():
                 continue
@@ -194,6 +194,10 @@ class Dispatcher(threading.Thread):
             lane = self.lane(key)
             if lane is not None:
                 lane.start()
+
+    def _keys(self) -> list[LaneKey]:
+        """The configured destinations, then any other the outbox still has rows for."""
+        return list(dict.fromkeys([*self.destinations, *self.outbox.lanes()]))
 
     def lane(self, key: LaneKey) -> Lane | None:
         """The lane of ``key`` (a new, unstarted one if needed); ``None`` without a sender."""
@@ -210,7 +214,7 @@ class Dispatcher(threading.Thread):
     def run_once(self, now: float | None = None) -> int:
         """Every lane with pending rows once, in turn, in the caller's thread (for tests)."""
         delivered = 0
-        for key in dict.fromkeys([*self.destinations, *self.outbox.lanes()]):
+        for key in self._keys():
             lane = self.lane(key)
             if lane is not None:
                 delivered += lane.run_once(now)
