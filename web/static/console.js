@@ -37,12 +37,14 @@ async function api(path, options) {
 const num = (x) => (x === null || x === undefined ? "" : Number(x).toFixed(3));
 const against = (score, threshold) =>
   score === null || score === undefined ? "" : `${num(score)}, threshold ${num(threshold)}`;
+// The server's impression (one rule for SR, ORU and console); the finding's name for older rows.
+const impressionOf = (r) => r.impression || FINDINGS[r.finding] || r.finding || "";
 const when = (t) => new Date(t * 1000).toLocaleString();
 
 // ---- upload page
 function showPrediction(result) {
   const finding = document.getElementById("finding");
-  finding.textContent = result.impression || FINDINGS[result.finding] || result.finding;
+  finding.textContent = impressionOf(result);
   finding.className = "finding " + result.finding;
   document.getElementById("image").src = result.image_url;
   document.getElementById("heatmap").src = result.heatmap_url || "";
@@ -128,7 +130,7 @@ function retryButton(study) {
 }
 
 function impressionCell(study) {
-  const cell = el("td", study.impression || FINDINGS[study.finding] || "", "impression");
+  const cell = el("td", impressionOf(study), "impression");
   for (const note of study.notes || []) cell.append(el("div", note, "note"));
   return cell;
 }
@@ -177,7 +179,7 @@ function imageRow(image) {
   const result = image.result;
   const row = el("tr");
   row.append(el("td", image.sop_instance_uid, "uid"), el("td", image.state),
-    el("td", result ? [result.impression || FINDINGS[result.finding], ...(result.notes || [])].join("; ") : image.reason || ""),
+    el("td", result ? [impressionOf(result), ...(result.notes || [])].join("; ") : image.reason || ""),
     el("td", result ? against(result.tb_vs_normal.score, result.tb_vs_normal.threshold) : ""));
   const link = el("td");
   if (image.heatmap_url) {
@@ -207,7 +209,7 @@ async function loadDetail(uid) {
     box.replaceChildren(el("h3", "Study " + uid));
     if (body.result) {
       const tb = body.result.tb_vs_normal;
-      box.append(el("p", `${body.result.impression || FINDINGS[body.result.finding]}; TB score ${against(tb.score, tb.threshold)}, ` +
+      box.append(el("p", `${impressionOf(body.result)}; TB score ${against(tb.score, tb.threshold)}, ` +
         `${tb.model} ${tb.version}`));
       for (const note of body.result.notes || []) box.append(el("p", note, "note"));
     }
