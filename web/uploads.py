@@ -212,7 +212,7 @@ def read_dicom(data: bytes, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
 
 def dicom_gray(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
     """Decode a DICOM upload after the quality gate; 422 when the gate or decoding refuses it."""
-    _require(check_quality(ds, min_age_years=0))  # the age rule: upload_age_verdict, before
+    _require(check_quality(ds, min_age_years=0))  # age: classify_upload, with a stated age
     try:
         return dicom_to_gray(ds, max_pixels)
     except PixelError as err:
