@@ -64,7 +64,6 @@ class _AssociationWatch:
 
     connected: bool = False
     answers: list[object] | None = None
-    elapsed_s: float = 0.0
 
     def handlers(self) -> list[evt.EventHandlerType]:
         self.answers = []
@@ -133,14 +132,13 @@ class DicomStoreSender:
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
                              evt_handlers=watch.handlers())
         if not assoc.is_established:
-            watch.elapsed_s = time.monotonic() - start
-            raise self._not_established(peer, watch, sop_class, assoc)
+            raise self._not_established(peer, watch, time.monotonic() - start, sop_class, assoc)
         return assoc
 
     def _not_established(self, peer: DicomDestination, watch: _AssociationWatch,
-                         sop_class: UID, assoc: Association) -> DeliveryError:
+                         elapsed_s: float, sop_class: UID, assoc: Association) -> DeliveryError:
         where = _where(peer)
-        if not watch.connected and watch.elapsed_s >= self.timeout_s:
+        if not watch.connected and elapsed_s >= self.timeout_s:
             return DeliveryError(Failure.TIMEOUT, where, f"the TCP connection was not accepted "
                                  f"within {self.timeout_s:g} s (delivery.store_timeout_s)")
         if not watch.connected:
@@ -160,7 +158,6 @@ class DicomStoreSender:
                                  "the peer aborted or closed the connection")
         return DeliveryError(Failure.TIMEOUT, where, "no answer to the association request "
                              f"within {self.timeout_s:g} s (delivery.store_timeout_s)")
-
 
 
 def _store(assoc: Association, ds: Dataset, where: str) -> tuple[Dataset | None, bool, float]:
@@ -234,7 +231,7 @@ class MllpSender:
 
     def send(self, row: OutboxRow) -> None:
         peer = _destination(self.destinations, row)
-        where = f"{peer.name} ({peer.host}:{peer.port})"
+        where = _hl7_where(peer)
         client = MllpClient(peer.host, peer.port, self.connect_timeout_s, self.ack_timeout_s)
         try:
             ack = client.send(row.payload, row.object_uid)
@@ -247,8 +244,11 @@ class MllpSender:
     def probe(self, destination: str) -> None:
         """A TCP connect to the MLLP port, closed at once (no message is sent)."""
         peer = _named(self.destinations, destination, Channel.HL7)
-        check_connect(peer.host, peer.port, self.connect_timeout_s,
-                      f"{peer.name} ({peer.host}:{peer.port})")
+        check_connect(peer.host, peer.port, self.connect_timeout_s, _hl7_where(peer))
+
+
+def _hl7_where(peer: Hl7Destination) -> str:
+    return f"{peer.name} ({peer.host}:{peer.port})"
 
 
 def _hl7_failure(err: Hl7Error) -> Failure:
