@@ -67,15 +67,14 @@ def server_ssl_context(tls: TlsSettings, settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def start_scp(settings: Settings, intake: Intake,
-              refusals: Refusals | None = None) -> GatedServer:
+def start_scp(settings: Settings, intake: Intake) -> GatedServer:
     """Listen on ``dicom.bind_address:dicom.port`` in background threads.
 
-    Every refused connection or association is logged and counted in
-    ``refusals`` (the server's ``admission.refusals``; ``/metrics`` reads it).
+    Every refused connection or association is logged and counted in the
+    server's ``admission.refusals`` (``/metrics`` reads it).
     """
     dicom = settings.dicom
-    refusals = Refusals() if refusals is None else refusals
+    refusals = Refusals()
     policy = AssociationPolicy.from_settings(dicom, refusals)
     context = server_ssl_context(dicom.tls, settings) if dicom.tls.enabled else None
     handlers: list[evt.EventHandlerType] = [
