@@ -53,9 +53,8 @@ def outbox_report(database: Path | str, dead_limit: int = 50, password: str | No
     """Counts, rows being retried and dead letters of the outbox in ``database``."""
     outbox = Outbox(database, password=password)
     try:
-        pending = outbox.rows(RowState.PENDING, dead_limit)
         return OutboxReport(outbox.counts(), outbox.rows(RowState.DEAD, dead_limit),
-                            [r for r in pending if r.last_error])
+                            outbox.rows(RowState.PENDING, dead_limit, failed_only=True))
     finally:
         outbox.close()
 

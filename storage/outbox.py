@@ -274,9 +274,14 @@ class Outbox(Database):
                              (RowState.PENDING, now, now, *args))
         return cur.rowcount
 
-    def rows(self, state: RowState | None = None, limit: int = 50) -> list[OutboxRow]:
-        """Most recently updated rows (of one state), for status and the console."""
-        where, args = ("WHERE state = ?", (state.value,)) if state else ("", ())
+    def rows(self, state: RowState | None = None, limit: int = 50,
+             failed_only: bool = False) -> list[OutboxRow]:
+        """Most recently updated rows (of one state; ``failed_only``: with a last error), for
+        status and the console."""
+        clauses, args = (["state = ?"], [state.value]) if state else ([], [])
+        if failed_only:
+            clauses.append("COALESCE(last_error, '') != ''")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         found = self.query(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY updated_at DESC, id"
                            " DESC LIMIT ?", (*args, limit))
         return [self._row(r) for r in found]
