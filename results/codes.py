@@ -17,7 +17,6 @@ from typing import Final
 from pydicom.sr.coding import Code
 
 from inference.results import (
-    FINDING_TEXT,
     PNEUMONIA_NOTE,
     ClassifierScore,
     Finding,
@@ -93,10 +92,6 @@ IMPRESSION_CODES: Final[dict[Finding, FindingCode]] = {
     Finding.NO_TB_FINDING: FindingCode.NO_ABNORMALITY_DETECTED,
 }
 """The combined impression (:func:`inference.results.impression`) to its SNOMED CT concept."""
-
-IMPRESSION_TEXT: Final[dict[Finding, str]] = FINDING_TEXT
-"""How the combined finding reads in captions and text (the note is added by
-:attr:`inference.results.Impression.text`)."""
 
 COMBINATION_RULE: Final = (
     "TB suspected when TB-vs-normal is at or above its threshold, whatever pneumonia-vs-TB "
