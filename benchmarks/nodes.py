@@ -35,15 +35,14 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from pydicom.dataset import Dataset  # noqa: E402
-from pydicom.uid import generate_uid  # noqa: E402
 
 from storage.database import Database  # noqa: E402
-from tests.dicom_factory import make_chest  # noqa: E402
-from tests.gateway_harness import OWN_AE, GatewayProcess, free_port, gateway_config, store  # noqa: E402
+from tests.gateway_harness import OWN_AE, GatewayProcess, free_port, store  # noqa: E402
 from tests.mllp_listener import MllpListener  # noqa: E402
-from tests.orthanc_peer import ORTHANC_AET, OrthancPeer  # noqa: E402
+from tests.nodes_rig import chest_studies, node_process  # noqa: E402
+from tests.orthanc_peer import OrthancPeer  # noqa: E402
 from tests.postgres_cluster import Cluster, why_unavailable  # noqa: E402
-from tests.results_rig import FAST_DELIVERY, models_dir, wait_until  # noqa: E402
+from tests.results_rig import wait_until  # noqa: E402
 
 QUIET_S = 2.0
 IMAGES_PER_STUDY = 3
@@ -58,34 +57,10 @@ class Outcome:
     latency_p95_s: float
 
 
-def studies(count: int) -> list[list[Dataset]]:
-    out = []
-    for n in range(count):
-        study, series = generate_uid(), generate_uid()
-        out.append([make_chest(rows=256, columns=256, study_uid=study, series_uid=series,
-                               sop_uid=generate_uid()) for _ in range(IMAGES_PER_STUDY)])
-        for k, ds in enumerate(out[-1]):
-            ds.AccessionNumber, ds.InstanceNumber = f"BENCH{n:04d}", k + 1
-    return out
-
-
 def start_nodes(folder: Path, database: str, count: int, workers: int, orthanc: OrthancPeer,
                 listener: MllpListener) -> list[GatewayProcess]:
-    nodes = []
-    for n in range(count):
-        config = gateway_config(
-            folder / f"node-{n + 1}", free_port(),
-            storage={"database": database, "node_name": f"node-{n + 1}",
-                     "spool_dir": str(folder / "spool"), "results_dir": str(folder / "results")},
-            inference={"workers": workers, "models_dir": str(models_dir()), "threads_per_model": 1},
-            aggregation={"quiet_period_s": QUIET_S, "poll_interval_s": 0.2},
-            destinations={"dicom": [{"name": "pacs", "ae_title": ORTHANC_AET, "host": "127.0.0.1",
-                                     "port": orthanc.dicom_port}],
-                          "hl7": [{"name": "ris", "host": "127.0.0.1", "port": listener.port,
-                                   "receiving_application": "RIS", "receiving_facility": "HOSP"}]},
-            delivery=FAST_DELIVERY)
-        nodes.append(GatewayProcess(folder / f"node-{n + 1}", config).start())
-    return nodes
+    return [node_process(folder, folder, f"node-{n + 1}", database, orthanc, listener,
+                         workers=workers, quiet_period_s=QUIET_S).start() for n in range(count)]
 
 
 def send_all(nodes: list[GatewayProcess], work: list[list[Dataset]]) -> dict[str, float]:
@@ -157,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                     database = cluster.url(database)
                     Database(database, upgrade=True).close()
                 outcomes.append(measure(label, root / label.replace(" ", "_").replace(",", ""),
-                                        database, count, args.workers, studies(args.studies)))
+                                        database, count, args.workers,
+                                        chest_studies(args.studies, IMAGES_PER_STUDY, "BENCH")))
     finally:
         cluster.stop()
     report(outcomes, args)

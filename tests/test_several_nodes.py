@@ -32,16 +32,15 @@ from typing import Any
 import psycopg
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from dicom_node.status import StoreStatus
 from tests.conftest import PG_TEMPLATE
-from tests.dicom_factory import make_chest
-from tests.gateway_harness import OWN_AE, GatewayProcess, free_port, gateway_config, store
+from tests.gateway_harness import OWN_AE, GatewayProcess, free_port, store
 from tests.mllp_listener import MllpListener
+from tests.nodes_rig import chest_studies, node_process
 from tests.orthanc_peer import ORTHANC_AET, OrthancPeer
 from tests.postgres_cluster import Cluster
-from tests.results_rig import FAST_DELIVERY, models_dir, results_in_orthanc, wait_until
+from tests.results_rig import results_in_orthanc, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -50,38 +49,6 @@ IMAGES_PER_STUDY = 3
 LEASE_S = 5.0
 SENDERS = 3
 DONE_TIMEOUT_S = 900.0
-
-
-def _studies() -> list[list[Dataset]]:
-    studies = []
-    for n in range(STUDIES):
-        study, series = generate_uid(), generate_uid()
-        images = []
-        for k in range(IMAGES_PER_STUDY):
-            ds = make_chest(rows=256, columns=256, study_uid=study, series_uid=series,
-                            sop_uid=generate_uid())
-            ds.AccessionNumber, ds.InstanceNumber = f"ACC{n:04d}", k + 1
-            images.append(ds)
-        studies.append(images)
-    return studies
-
-
-def _node(folder: Path, shared: Path, name: str, url: str, orthanc: OrthancPeer,
-          listener: MllpListener) -> GatewayProcess:
-    config = gateway_config(
-        folder / name, free_port(),
-        dicom={"allowed_callers": [{"ae_title": t, "host": "127.0.0.1"}
-                                   for t in (ORTHANC_AET, "ECHOSCU", "TESTSCU")]},
-        storage={"database": url, "node_name": name, "lease_s": LEASE_S,
-                 "spool_dir": str(shared / "spool"), "results_dir": str(shared / "results")},
-        inference={"workers": 1, "models_dir": str(models_dir()), "threads_per_model": 1},
-        aggregation={"quiet_period_s": 4.0, "poll_interval_s": 0.2},
-        destinations={"dicom": [{"name": "pacs", "ae_title": ORTHANC_AET, "host": "127.0.0.1",
-                                 "port": orthanc.dicom_port}],
-                      "hl7": [{"name": "ris", "host": "127.0.0.1", "port": listener.port,
-                               "receiving_application": "RIS", "receiving_facility": "HOSP"}]},
-        delivery=FAST_DELIVERY)
-    return GatewayProcess(folder / name, config)
 
 
 class Senders:
@@ -153,12 +120,16 @@ def _oru_control_ids(listener: MllpListener, study_uid: str) -> set[str]:
 
 def test_three_nodes_one_killed_nothing_lost_nothing_doubled(postgres: Cluster, tmp_path: Path) -> None:
     url = postgres.new_database(template=PG_TEMPLATE)
-    studies = _studies()
+    studies = chest_studies(STUDIES, IMAGES_PER_STUDY, "ACC")
     total = STUDIES * IMAGES_PER_STUDY
     shared = tmp_path / "shared"  # the spool and results folders every node mounts
     with MllpListener() as listener:
         orthanc = OrthancPeer(tmp_path / "orthanc", OWN_AE, free_port()).start()
-        nodes = [_node(tmp_path, shared, f"node-{n}", url, orthanc, listener) for n in (1, 2, 3)]
+        callers = {"allowed_callers": [{"ae_title": t, "host": "127.0.0.1"}
+                                       for t in (ORTHANC_AET, "ECHOSCU", "TESTSCU")]}
+        nodes = [node_process(tmp_path, shared, f"node-{n}", url, orthanc, listener, workers=1,
+                              quiet_period_s=4.0, storage={"lease_s": LEASE_S}, dicom=callers)
+                 for n in (1, 2, 3)]
         try:
             for node in nodes:
                 node.start()
