@@ -106,7 +106,7 @@ def measure(label: str, folder: Path, database: str | Path, nodes_count: int, wo
             orthanc.stop(graceful=False)
     latencies = sorted(float(done[s]) - at - QUIET_S for s, at in acked.items())
     return Outcome(label, images / (last - t0), statistics.median(latencies),
-                   latencies[int(0.95 * (len(latencies) - 1))])
+                   latencies[round(0.95 * (len(latencies) - 1))])
 
 
 def main(argv: list[str] | None = None) -> int:
