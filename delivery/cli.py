@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from config import DEFAULT_CONFIG, ConfigError, load_settings
 from delivery.outbox import OutboxError
 from delivery.report import requeue_all, requeue_rows
 from delivery.views import RetryOutcome
-from dicom_node.journal import Journal
+from storage.errors import JournalError
+from storage.journal import Journal
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -82,10 +84,11 @@ def _retry_reports(args: argparse.Namespace) -> int:
     if isinstance(target, int):
         return target
     database, password = target
-    journal = Journal(database, password=password)
     try:
-        count = journal.retry_reports(list(args.reports) or None)
-    finally:
-        journal.close()
+        with closing(Journal(database, password=password)) as journal:
+            count = journal.retry_reports(list(args.reports) or None)
+    except JournalError as err:
+        print(err, file=sys.stderr)
+        return EXIT_FAILED
     print(f"re-queued the report of {count} study(ies)")
     return EXIT_OK if count or not args.reports else EXIT_FAILED
