@@ -115,6 +115,13 @@ class StoredResult:
 _HELD_HERE = "(claimed_by IS NULL OR claimed_by = ?)"
 """A job still this node's (one value: the node's name); no other node took it over."""
 
+def given_up(alias: str = "") -> str:
+    """SQL condition on a study: its current revision's report was given up
+    (:meth:`Journal.report_attempt_failed`), so it is ``report-failed`` until retried."""
+    col = f"{alias}." if alias else ""
+    return f"({col}report_failed_revision > 0 AND {col}report_failed_revision >= {col}revision)"
+
+
 _INSTANCE_COLUMNS = ("id, sop_instance_uid, sop_class_uid, study_uid, series_uid, calling_ae, "
                      "path, received_at, state, reason, result_json, heatmap_path, replaced")
 """The columns :func:`_record` reads, in order."""
@@ -361,14 +368,13 @@ class Journal(Database):
         """Studies whose current revision was given up, most recent first."""
         rows = self.query(
             "SELECT study_uid, revision, report_attempts, report_error FROM studies"
-            " WHERE report_failed_revision > 0 AND report_failed_revision >= revision"
-            " ORDER BY report_retry_at DESC NULLS LAST LIMIT ?", (limit,))
+            f" WHERE {given_up()} ORDER BY report_retry_at DESC NULLS LAST LIMIT ?", (limit,))
         return [ReportFailure(str(r[0]), int(str(r[1])), int(str(r[2])), str(r[3] or ""))
                 for r in rows]
 
     def retry_reports(self, study_uids: list[str] | None = None) -> int:
         """Make given-up studies (all, or those listed) due again; returns how many."""
-        where = "report_failed_revision > 0 AND report_failed_revision >= revision"
+        where = given_up()
         args: tuple[object, ...] = ()
         if study_uids is not None:
             where += f" AND study_uid IN ({', '.join('?' * len(study_uids))})"

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from storage.database import Database
 from storage.journal import InstanceState as I  # noqa: N814
-from storage.journal import JobState
+from storage.journal import JobState, given_up
 from storage.outbox import RowState as R  # noqa: N814
 
 
@@ -63,7 +63,7 @@ WITH deliveries AS ({_DELIVERIES_SQL}), per_study AS (
     (SELECT f.id FROM instances f WHERE f.study_uid = s.study_uid
        AND f.state = '{I.CLASSIFIED}' ORDER BY f.tb_score DESC, f.received_at, f.id
        LIMIT 1) AS rep_id,
-    (s.report_failed_revision > 0 AND s.report_failed_revision >= s.revision) AS report_failed,
+    {given_up("s")} AS report_failed,
     COALESCE(CASE WHEN s.report_failed_revision >= s.revision THEN s.report_error END,
       (SELECT r.reason FROM instances r WHERE r.study_uid = s.study_uid
        AND r.state IN ('{I.SKIPPED}', '{I.FAILED}') ORDER BY r.id
