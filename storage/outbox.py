@@ -111,15 +111,10 @@ class NewDelivery:
 
 
 @dataclass(frozen=True)
-class OutboxRow:
+class OutboxRow(NewDelivery):
+    """A stored row: the delivery as enqueued, with its id and where its sending stands."""
+
     id: int
-    study_uid: str
-    revision: int
-    kind: Kind
-    object_uid: str
-    channel: Channel
-    destination: str
-    payload: str
     state: RowState
     attempts: int
     next_attempt_at: float
